@@ -1,0 +1,3 @@
+"""modelrunner: a declarative model server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,98 @@
+"""``mr lint [PATH...]``: check manifests before they reach a host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from modelrunner.errors import UsageError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "lint",
+        help="check manifests (files or folders; default models.d/)",
+        description="Check model manifests against the schema and each other. "
+        "Exit 0 when clean, 1 when problems were found, 2 on usage errors.",
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="manifest files or folders")
+    parser.add_argument(
+        "--format", choices=("text", "json", "github"), default="text", help="output format"
+    )
+    parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelrunner.manifest.load import LoadResult, load_group
+    from modelrunner.manifest.files import list_manifests
+
+    paths = [Path(p) for p in args.paths] or [Path("models.d")]
+    # Names must be unique per folder (the set one host serves), so group by folder.
+    groups: dict[Path, list[tuple[Path, str]]] = {}
+    for path in paths:
+        if path.is_dir():
+            try:
+                files = list_manifests(path)
+            except OSError as exc:
+                raise UsageError(f"mr lint: {path}: cannot list folder: {exc.strerror}") from None
+            groups.setdefault(path.resolve(), []).extend((f, str(f)) for f in files)
+        elif path.exists():
+            groups.setdefault(path.resolve().parent, []).append((path, str(path)))
+        else:
+            raise UsageError(f"mr lint: {path}: no such file or folder")
+
+    result = LoadResult()
+    for files in groups.values():
+        result.extend(load_group(files))
+    problems = sorted(result.problems, key=lambda p: (p.file, p.line, p.column, p.message))
+    if args.strict:
+        problems = [_as_error(p) for p in problems]
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+
+    if args.format == "json":
+        print(json.dumps([_to_json(p) for p in problems], indent=2))
+    else:
+        for problem in problems:
+            print(_github(problem) if args.format == "github" else str(problem))
+    summary = (
+        f"{len(result.files)} file(s), {len(result.manifests)} valid manifest(s): "
+        f"{errors} error(s), {warnings} warning(s)"
+    )
+    print(summary, file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _as_error(problem: Any) -> Any:
+    import msgspec
+
+    return msgspec.structs.replace(problem, severity="error")
+
+
+def _to_json(problem: Any) -> dict[str, Any]:
+    import msgspec
+
+    data: dict[str, Any] = msgspec.to_builtins(problem)
+    return data
+
+
+def _github(problem: Any) -> str:
+    # Workflow commands: properties escape %, \r, \n, ',' and ':'; the message escapes %, \r, \n.
+    def prop(value: str) -> str:
+        return (
+            value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            .replace(":", "%3A").replace(",", "%2C")
+        )
+
+    def data(value: str) -> str:
+        return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    return (
+        f"::{problem.severity} file={prop(problem.file)},line={problem.line},"
+        f"col={problem.column},title={prop('mr lint ' + problem.rule)}::"
+        f"{data(problem.path + ': ' + problem.message)}"
+    )

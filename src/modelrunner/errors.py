@@ -1,0 +1,78 @@
+"""The project's one exception tree.
+
+Third-party errors (yaml, oras, httpx, subprocess) are turned into these where they
+enter, so callers handle one family and the HTTP layer maps each to one error body.
+
+    ModelRunnerError
+    ├── UsageError              a command was called wrongly (exit code 2)
+    ├── ManifestError           a manifest is invalid; carries its located problems
+    ├── InvalidReference        an OCI reference does not parse
+    ├── StoreError              the local content-addressed store
+    │   ├── ModelNotFound       no such model locally or in the registry
+    │   ├── DigestMismatch      bytes received do not hash to the expected digest
+    │   ├── ModelInUse          refusing to delete a model an instance is serving
+    │   └── RegistryError       the registry failed or refused
+    │       ├── RegistryUnavailable
+    │       └── RegistryUnauthorized
+    └── EngineError             an engine instance
+        ├── EngineNotInstalled  the engine's package or interpreter is missing
+        └── EngineStartFailed   the process exited or never became ready
+"""
+
+from __future__ import annotations
+
+
+class ModelRunnerError(Exception):
+    """Base of every error modelrunner raises on purpose."""
+
+
+class UsageError(ModelRunnerError):
+    """A command was called with arguments it cannot use."""
+
+
+class ManifestError(ModelRunnerError):
+    """One or more manifests are invalid."""
+
+
+class InvalidReference(ModelRunnerError):
+    """An OCI reference that does not parse."""
+
+
+class StoreError(ModelRunnerError):
+    """The local model store failed."""
+
+
+class ModelNotFound(StoreError):
+    """No such model, locally or in the registry."""
+
+
+class DigestMismatch(StoreError):
+    """Received bytes do not hash to the digest they were asked for."""
+
+
+class ModelInUse(StoreError):
+    """A model an instance is serving cannot be removed without force."""
+
+
+class RegistryError(StoreError):
+    """The registry answered with an error."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached."""
+
+
+class RegistryUnauthorized(RegistryError):
+    """The registry refused our credentials (or their absence)."""
+
+
+class EngineError(ModelRunnerError):
+    """An engine instance failed."""
+
+
+class EngineNotInstalled(EngineError):
+    """The engine's package or interpreter is not installed."""
+
+
+class EngineStartFailed(EngineError):
+    """The engine process exited or never became ready."""
