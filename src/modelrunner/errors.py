@@ -14,9 +14,12 @@ enter, so callers handle one family and the HTTP layer maps each to one error bo
     │   └── RegistryError       the registry failed or refused
     │       ├── RegistryUnavailable
     │       └── RegistryUnauthorized
-    └── EngineError             an engine instance
-        ├── EngineNotInstalled  the engine's package or interpreter is missing
-        └── EngineStartFailed   the process exited or never became ready
+    ├── EngineError             an engine instance
+    │   ├── EngineNotInstalled  the engine's package or interpreter is missing
+    │   └── EngineStartFailed   the process exited or never became ready
+    ├── UnknownModel            no manifest serves this name (HTTP 404)
+    ├── ModelUnavailable        known, but starting, draining or failed (HTTP 503)
+    └── UpstreamFailed          the engine failed while answering (HTTP 502)
 """
 
 from __future__ import annotations
@@ -76,3 +79,19 @@ class EngineNotInstalled(EngineError):
 
 class EngineStartFailed(EngineError):
     """The engine process exited or never became ready."""
+
+
+class UnknownModel(ModelRunnerError):
+    """No manifest serves this model name or alias (HTTP 404 model_not_found)."""
+
+
+class ModelUnavailable(ModelRunnerError):
+    """The model is known but cannot take requests now: starting, draining or failed (HTTP 503)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamFailed(ModelRunnerError):
+    """The engine instance failed while answering (HTTP 502)."""

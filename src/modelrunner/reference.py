@@ -23,7 +23,9 @@ DEFAULT_TAG = "latest"
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]+)*|\[[0-9a-fA-F:]+\]")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]+)*|\[[0-9a-fA-F:]+\]"
+)
 _MAX_LENGTH = 255
 
 
@@ -74,7 +76,12 @@ def is_loopback_host(registry: str) -> bool:
 
 
 def _looks_like_registry(component: str) -> bool:
-    return "." in component or ":" in component or component == "localhost" or component.startswith("[")
+    return (
+        "." in component
+        or ":" in component
+        or component == "localhost"
+        or component.startswith("[")
+    )
 
 
 def parse(text: str) -> Reference:
@@ -94,7 +101,8 @@ def parse(text: str) -> Reference:
         text, digest = text.split("@", 1)
         if not _DIGEST.fullmatch(digest):
             raise InvalidReference(
-                f"invalid reference {original!r}: digest must be sha256: and 64 lowercase hex digits"
+                f"invalid reference {original!r}: "
+                "digest must be sha256: and 64 lowercase hex digits"
             )
 
     registry = DEFAULT_REGISTRY

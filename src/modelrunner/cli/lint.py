@@ -27,8 +27,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelrunner.manifest.load import LoadResult, load_group
     from modelrunner.manifest.files import list_manifests
+    from modelrunner.manifest.load import LoadResult, load_group
 
     paths = [Path(p) for p in args.paths] or [Path("models.d")]
     # Names must be unique per folder (the set one host serves), so group by folder.
@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         if path.is_dir():
             try:
-                files = list_manifests(path)
+                listed = list_manifests(path)
             except OSError as exc:
                 raise UsageError(f"mr lint: {path}: cannot list folder: {exc.strerror}") from None
-            groups.setdefault(path.resolve(), []).extend((f, str(f)) for f in files)
+            groups.setdefault(path.resolve(), []).extend((f, str(f)) for f in listed)
         elif path.exists():
             groups.setdefault(path.resolve().parent, []).append((path, str(path)))
         else:
@@ -84,8 +84,11 @@ def _github(problem: Any) -> str:
     # Workflow commands: properties escape %, \r, \n, ',' and ':'; the message escapes %, \r, \n.
     def prop(value: str) -> str:
         return (
-            value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            .replace(":", "%3A").replace(",", "%2C")
+            value.replace("%", "%25")
+            .replace("\r", "%0D")
+            .replace("\n", "%0A")
+            .replace(":", "%3A")
+            .replace(",", "%2C")
         )
 
     def data(value: str) -> str:

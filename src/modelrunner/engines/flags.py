@@ -112,7 +112,9 @@ def check_runtime_flags(engine: str, flags: Sequence[str]) -> list[tuple[int, st
         kind = allowed.get(name)
         if kind is None:
             known = ", ".join(sorted(allowed)) or "none"
-            problems.append((i, f"flag {name} is not allowed for engine {engine} (allowed: {known})"))
+            problems.append(
+                (i, f"flag {name} is not allowed for engine {engine} (allowed: {known})")
+            )
             i += 1
             continue
         if kind == "switch":

@@ -49,7 +49,9 @@ def check_manifest(data: Mapping[str, Any]) -> list[Finding]:
     name, aliases = data.get("name"), data.get("aliases")
     if isinstance(aliases, list) and isinstance(name, str) and name in aliases:
         findings.append(
-            Finding(("aliases", aliases.index(name)), f"alias {name!r} repeats the model's own name")
+            Finding(
+                ("aliases", aliases.index(name)), f"alias {name!r} repeats the model's own name"
+            )
         )
     model = data.get("model")
     if isinstance(model, str) and model and not reference.is_local_path(model):

@@ -19,7 +19,5 @@ def is_manifest_name(name: str) -> bool:
 def list_manifests(folder: Path) -> list[Path]:
     """Manifest files of ``folder``, sorted by name. Raises OSError if it cannot be read."""
     return sorted(
-        entry
-        for entry in folder.iterdir()
-        if is_manifest_name(entry.name) and entry.is_file()
+        entry for entry in folder.iterdir() if is_manifest_name(entry.name) and entry.is_file()
     )

@@ -139,7 +139,9 @@ def load_file(path: Path, shown: str | None = None) -> LoadResult:
         return result
     if not documents:
         result.problems.append(
-            _problem(shown, Position(1, 1), (), "file holds no manifest (it is empty)", rule="empty")
+            _problem(
+                shown, Position(1, 1), (), "file holds no manifest (it is empty)", rule="empty"
+            )
         )
         return result
     stem = _stem(path.name)
@@ -180,7 +182,12 @@ def load_document(
         at = doc.key_at(finding.path) if finding.at_key else doc.value_at(finding.path)
         problems.append(
             _problem(
-                file, at, finding.path, finding.message, severity=finding.severity, rule=finding.rule
+                file,
+                at,
+                finding.path,
+                finding.message,
+                severity=finding.severity,
+                rule=finding.rule,
             )
         )
     if any(p.severity == "error" for p in problems):

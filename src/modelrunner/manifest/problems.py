@@ -27,7 +27,10 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def json_path(path: Sequence[PathItem]) -> str:
-    """``$.vllm.hf_overrides.x``; keys that are not plain words go in brackets: ``$['llama.cpp']``."""
+    """``$.vllm.hf_overrides.x``; keys that are not plain words go in brackets.
+
+    ``("llama.cpp", "threads")`` -> ``$['llama.cpp'].threads``
+    """
     out = "$"
     for item in path:
         if isinstance(item, int):

@@ -64,9 +64,10 @@ def check(document: Any) -> list[SchemaProblem]:
 
 def _describe(error: ValidationError, document: Any) -> Iterator[SchemaProblem]:
     path: Path = tuple(error.absolute_path)
-    keyword = error.validator
-    value = error.validator_value
-    instance = error.instance
+    # jsonschema types these as "maybe unset"; on errors from iter_errors they are set.
+    keyword: Any = error.validator
+    value: Any = error.validator_value
+    instance: Any = error.instance
     sub = error.schema if isinstance(error.schema, dict) else {}
 
     if "propertyNames" in error.relative_schema_path:
@@ -85,8 +86,7 @@ def _describe(error: ValidationError, document: Any) -> Iterator[SchemaProblem]:
             if section in document and section != engine:
                 yield SchemaProblem(
                     (section,),
-                    f"settings for {section} under engine {engine}; "
-                    "remove them or change `engine`",
+                    f"settings for {section} under engine {engine}; remove them or change `engine`",
                     at_key=True,
                 )
     elif keyword == "not" and not path:

@@ -30,18 +30,28 @@ _DURATION_PART: Final = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _SECONDS_PER_UNIT: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class LlamaCppSettings(_Spec, tag="llama.cpp", tag_field="engine"):
+class LlamaCppSettings(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    tag="llama.cpp",
+    tag_field="engine",
+):
     threads: Annotated[int, Meta(ge=1, le=1024)] | None = None
     parallel: Annotated[int, Meta(ge=1, le=256)] | None = None
     n_gpu_layers: Annotated[int, Meta(ge=-1, le=100000)] | None = None
     embeddings: bool | None = None
 
 
-class VllmSettings(_Spec, tag="vllm", tag_field="engine"):
+class VllmSettings(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    tag="vllm",
+    tag_field="engine",
+):
     hf_overrides: dict[str, Any] | None = None
     gpu_memory_utilization: Annotated[float, Meta(gt=0, le=1)] | None = None
     tensor_parallel_size: Annotated[int, Meta(ge=1, le=1024)] | None = None
@@ -52,7 +62,14 @@ class VllmSettings(_Spec, tag="vllm", tag_field="engine"):
             _check_identifier_keys(self.hf_overrides, "hf_overrides")
 
 
-class DiffusersSettings(_Spec, tag="diffusers", tag_field="engine"):
+class DiffusersSettings(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    tag="diffusers",
+    tag_field="engine",
+):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
     size: Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")] | None = None
     steps: Annotated[int, Meta(ge=1, le=1000)] | None = None
@@ -62,13 +79,17 @@ class DiffusersSettings(_Spec, tag="diffusers", tag_field="engine"):
 EngineSettings = LlamaCppSettings | VllmSettings | DiffusersSettings
 
 
-class Limits(_Spec):
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_concurrent_requests: Annotated[int, Meta(ge=1, le=65536)] | None = None
     request_timeout: Duration | None = None
 
 
+# frozen: a spec is a value; forbid_unknown_fields: a typo is an error, never ignored.
 class ModelManifest(
-    _Spec,
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
     rename={
         "api_version": "apiVersion",
         "llama_cpp": "llama.cpp",

@@ -86,7 +86,8 @@ def parse_documents(text: str) -> list[YamlDocument]:
         raise YamlSyntaxError(f"YAML syntax error: {problem}", position) from None
     except yaml.reader.ReaderError as exc:
         raise YamlSyntaxError(
-            f"character {exc.character!r} is not allowed in YAML", _offset_position(text, exc.position)
+            f"character {exc.character!r} is not allowed in YAML",
+            _offset_position(text, exc.position),
         ) from None
     except RecursionError:
         raise YamlSyntaxError("YAML nesting is too deep", Position(1, 1)) from None
@@ -101,7 +102,7 @@ def _compose_all(text: str) -> Iterator[Node | None]:
         while loader.check_node():
             yield loader.get_node()
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def _offset_position(text: str, offset: int) -> Position:
@@ -118,7 +119,7 @@ class _Builder:
     def __init__(self, doc: YamlDocument) -> None:
         self.doc = doc
         self.nodes = 0
-        self.constructor = SafeConstructor()  # type: ignore[no-untyped-call]
+        self.constructor = SafeConstructor()
 
     def build(self, node: Node, path: Path, depth: int) -> Any:
         try:
@@ -140,14 +141,12 @@ class _Builder:
         if isinstance(node, MappingNode):
             return self._mapping(node, path, depth)
         if isinstance(node, SequenceNode):
-            return [
-                self._build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)
-            ]
+            return [self._build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         return self._scalar(node, path)
 
     def _scalar(self, node: Node, path: Path) -> Any:
         try:
-            return self.constructor.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+            return self.constructor.construct_object(node, deep=True)
         except (ConstructorError, ValueError, TypeError) as exc:
             problem = getattr(exc, "problem", None) or str(exc)
             self.doc.issues.append(
@@ -208,8 +207,12 @@ class _Builder:
             key = self._scalar(key_node, path)
             if isinstance(key, str):
                 return key
-        shown: PathItem = getattr(key_node, "value", "?") if isinstance(key_node, ScalarNode) else "?"
+        shown: PathItem = (
+            getattr(key_node, "value", "?") if isinstance(key_node, ScalarNode) else "?"
+        )
         self.doc.issues.append(
-            YamlIssue(_position(key_node), path, f"keys must be strings, got {shown!r}", rule="yaml")
+            YamlIssue(
+                _position(key_node), path, f"keys must be strings, got {shown!r}", rule="yaml"
+            )
         )
         return None

@@ -1,0 +1,109 @@
+"""The one mutable map the router reads: served name or alias -> the instance serving it.
+
+Only the reconciler writes it (``publish``, ``withdraw``); the HTTP layer reads it with
+``acquire``, which counts requests in flight per endpoint so that a replaced or retired
+instance can be drained before it is stopped. Everything runs on one asyncio loop, so
+a switch of routing is a single assignment and needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from modelrunner.errors import ModelUnavailable, UnknownModel
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """One running engine instance as the router sees it."""
+
+    instance_id: str
+    engine: str
+    base_url: str  # e.g. http://127.0.0.1:40123 ; requests go to base_url + "/v1/..."
+    in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False if ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    engine: str
+    aliases: tuple[str, ...] = ()
+    endpoint: Endpoint | None = None  # None while pending, pulling, starting or failed
+    unavailable_reason: str | None = None  # why there is no endpoint
+    embeddings: bool = False
+    created: float = field(default_factory=time.time)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._models: dict[str, ServedModel] = {}
+        self._names: dict[str, str] = {}  # name or alias -> model name
+
+    # -- the reconciler's side ------------------------------------------------
+    def publish(self, model: ServedModel) -> None:
+        """Add or replace a model; new requests go to its endpoint from now on."""
+        old = self._models.get(model.name)
+        if old is not None:
+            for alias in old.aliases:
+                self._names.pop(alias, None)
+        self._models[model.name] = model
+        self._names[model.name] = model.name
+        for alias in model.aliases:
+            self._names[alias] = model.name
+
+    def withdraw(self, name: str) -> ServedModel | None:
+        model = self._models.pop(name, None)
+        if model is not None:
+            for served in (model.name, *model.aliases):
+                if self._names.get(served) == name:
+                    del self._names[served]
+        return model
+
+    # -- the router's side ----------------------------------------------------
+    def lookup(self, name: str) -> ServedModel:
+        canonical = self._names.get(name)
+        if canonical is None:
+            raise UnknownModel(f"The model '{name}' does not exist")
+        return self._models[canonical]
+
+    def models(self) -> list[ServedModel]:
+        return sorted(self._models.values(), key=lambda m: m.name)
+
+    @contextmanager
+    def acquire(self, name: str) -> Iterator[tuple[ServedModel, Endpoint]]:
+        """The model and endpoint to send one request to, counted while in use."""
+        model = self.lookup(name)
+        endpoint = model.endpoint
+        if endpoint is None:
+            reason = model.unavailable_reason or "is not ready yet"
+            raise ModelUnavailable(f"The model '{model.name}' {reason}", retry_after=2.0)
+        endpoint.enter()
+        try:
+            yield model, endpoint
+        finally:
+            endpoint.leave()

@@ -1,0 +1,34 @@
+"""What the reconciler reports per model (``mr status``, ``GET /status``, ``/readyz``)."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+Phase = Literal["pending", "pulling", "starting", "ready", "draining", "failed", "retired"]
+
+
+class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    aliases: tuple[str, ...] = ()
+    engine: str | None = None
+    phase: Phase = "pending"
+    file: str | None = None
+    content_hash: str | None = None
+    reference: str | None = None
+    digest: str | None = None
+    last_error: str | None = None
+    instance: str | None = None  # id of the instance serving now
+    updated_at: float = 0.0  # unix time of the last phase change
+    ready_at: float | None = None
+
+
+class StatusSource(Protocol):
+    """Read-only view of the reconciler that the HTTP layer needs."""
+
+    def snapshot(self) -> list[ModelStatus]: ...
+
+    def is_ready(self, names: tuple[str, ...] = ()) -> bool:
+        """True when every manifest (or each named model) is applied and serving."""
+        ...
