@@ -1,0 +1,104 @@
+"""``create_app``: the Litestar app, wired to the registry, status source and metrics.
+
+It starts no background work of its own: the shared upstream client and the caller's
+lifespans (the reconciler's) are entered in order on startup and left in reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers import HTTPRouteHandler
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Method
+
+from modelrunner import __version__
+from modelrunner.http.admin import admin_handlers
+from modelrunner.http.errors import exception_handler
+from modelrunner.http.keys import KeyCheck, check_settings
+from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.upstream import Forwarder
+from modelrunner.metrics import Metrics
+from modelrunner.registry import Registry
+from modelrunner.settings import Settings
+from modelrunner.status import StatusSource
+
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings,
+    registry: Registry,
+    status: StatusSource,
+    metrics: Metrics,
+    lifespan: Sequence[Lifespan] = (),
+) -> Litestar:
+    """The API server. Raises ``UsageError`` for settings it must not run with
+    (see ``keys.check_settings``)."""
+    keys = KeyCheck(check_settings(settings))
+    forwarder = Forwarder(registry, metrics)
+    cors = (
+        CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type"],
+        )
+        if settings.cors_origins
+        else None
+    )
+    openapi = OpenAPIConfig(
+        title="modelrunner",
+        version=__version__,
+        description="OpenAI-compatible model serving under Docker Model Runner's paths.",
+        path="/schema",
+        operation_id_creator=_operation_id,
+        security=[{"bearer": []}] if keys.enabled else None,
+        components=Components(
+            security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+            if keys.enabled
+            else None
+        ),
+    )
+    return Litestar(
+        route_handlers=[*openai_handlers(forwarder), *admin_handlers(forwarder, status)],
+        lifespan=[forwarder.lifespan, *lifespan],
+        guards=[_require_key(keys)] if keys.enabled else [],
+        exception_handlers={Exception: exception_handler},
+        cors_config=cors,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=openapi,
+        debug=False,
+        logging_config=None,  # the caller (mr serve) configures logging
+    )
+
+
+def _require_key(
+    keys: KeyCheck,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    def require_key(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        if handler.opt.get("public") or keys.accepts(connection.headers.get("authorization")):
+            return
+        raise NotAuthorizedException(
+            detail="Missing or wrong API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    return require_key
+
+
+def _operation_id(handler: HTTPRouteHandler, method: Method, components: list[Any]) -> str:
+    """Unique per path: ``post_engines_engine_v1_chat_completions``."""
+    parts = [getattr(c, "name", c) for c in components]
+    return "_".join(
+        [str(getattr(method, "value", method)).lower(), *(str(p).replace(".", "_") for p in parts)]
+    )
