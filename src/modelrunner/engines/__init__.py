@@ -1,9 +1,23 @@
 """Engines: one module per engine. Heavy engine packages are imported only inside
-their own module, never here, so ``mr lint`` and the CLI start fast."""
+their own engine process, never here, so ``mr lint`` and the CLI start fast.
+
+    catalog.py     the engines by name (formats, packages, launch builder)
+    llamacpp.py    manifest -> launch (pure), likewise vllm.py, diffusers.py
+    process.py     EngineProcess: one owner per engine process
+    *_server.py    the project's own engine servers (run as ``python -m``)
+"""
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from modelrunner.engines.launch import Launch
+    from modelrunner.engines.process import EngineProcess, StateCallback
+    from modelrunner.engines.restart import RestartPolicy
+    from modelrunner.manifest.spec import ModelManifest
+    from modelrunner.model_files import ModelFiles
+    from modelrunner.settings import Settings
 
 EngineName = Literal["llama.cpp", "vllm", "diffusers"]
 ENGINES: Final[tuple[EngineName, ...]] = ("llama.cpp", "vllm", "diffusers")
@@ -14,3 +28,55 @@ ENGINE_FOR_FORMAT: Final[dict[str, EngineName]] = {
     "safetensors": "vllm",
     "dduf": "diffusers",
 }
+
+
+def engine_for(manifest: ModelManifest, files: ModelFiles) -> EngineName:
+    """The manifest's engine, or the one the weight format picks."""
+    return manifest.declared_engine or ENGINE_FOR_FORMAT[files.format]
+
+
+def create_instance(
+    manifest: ModelManifest,
+    files: ModelFiles,
+    settings: Settings,
+    *,
+    instance_id: str | None = None,
+    policy: RestartPolicy | None = None,
+    on_state_change: StateCallback | None = None,
+) -> EngineProcess:
+    """A stopped engine instance for ``manifest`` (call ``await instance.start()``).
+
+    Everything that can be checked without a process is checked here: the engine matches the
+    weight format, the runtime_flags pass the allow-list, the engine's interpreter exists.
+    Raises :class:`~modelrunner.errors.EngineError` (or ``EngineNotInstalled``) otherwise.
+    """
+    import secrets
+
+    from modelrunner.engines.catalog import CATALOG, interpreter
+    from modelrunner.engines.launch import check_format
+    from modelrunner.engines.process import EngineProcess
+
+    spec = CATALOG[engine_for(manifest, files)]
+    check_format(spec, manifest, files)
+    python = interpreter(spec, settings)
+
+    def build(port: int) -> Launch:
+        return spec.build(manifest, files, port, settings, python)
+
+    build(0)  # refuses bad runtime_flags now, not later in the supervisor
+    safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in manifest.name)
+    return EngineProcess(
+        instance_id or f"{safe_name}-{secrets.token_hex(4)}",
+        spec.name,
+        build,
+        log_dir=settings.log_dir,
+        policy=policy,
+        on_state_change=on_state_change,
+    )
+
+
+def installed(settings: Settings) -> dict[EngineName, str | None]:
+    """Engine name -> installed version (None when missing), without importing engines."""
+    from modelrunner.engines.installed import installed as versions
+
+    return versions(settings)

@@ -1,0 +1,168 @@
+"""The HTTP plumbing shared by the project's own engine servers (llama.cpp, Diffusers).
+
+Standard library only: a threading server, so a slow generation never blocks ``/health``,
+JSON bodies, OpenAI-style error bodies and server-sent events over chunked encoding.
+The servers run as engine processes on loopback, behind modelrunner's own HTTP layer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+log = logging.getLogger("modelrunner.engine_server")
+
+MAX_BODY: Final = 32 * 1024 * 1024
+
+
+class RequestError(Exception):
+    """A request the server refuses: becomes an OpenAI-style error body."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
+# A route answers a request. It returns a JSON-able body, or an iterable of JSON-able
+# events, which are sent as server-sent events followed by ``data: [DONE]``.
+Route = Callable[[dict[str, Any]], "dict[str, Any] | Iterable[dict[str, Any]]"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive for the upstream forwarder
+    server: EngineHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        route = self.server.routes.get((method, path))
+        try:
+            body = self._read_json() if method == "POST" else {}
+            if route is None:
+                raise RequestError(404, f"no route {method} {path}")
+            result = route(body)
+        except RequestError as exc:
+            self.send_json(exc.status, error_body(exc.status, str(exc), exc.param))
+            return
+        except Exception as exc:  # one failed request must not end the server
+            log.exception("%s %s failed", method, path)
+            self.send_json(500, error_body(500, f"{type(exc).__name__}: {exc}"))
+            return
+        if isinstance(result, dict):
+            self.send_json(200, result)
+        else:
+            self.send_events(result)
+
+    def _read_json(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise RequestError(413, f"request body of {length} bytes is over {MAX_BODY}")
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise RequestError(400, f"request body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "request body must be a JSON object")
+        return body
+
+    def send_json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_events(self, events: Iterable[dict[str, Any]]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        iterator = iter(events)
+        try:
+            try:
+                for event in iterator:
+                    self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except Exception as exc:  # headers are gone: report in-band, as OpenAI does
+                log.exception("stream failed")
+                self._chunk(b"data: " + json.dumps(error_body(500, str(exc))).encode() + b"\n\n")
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client left; stop generating for it
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+class EngineHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], routes: dict[tuple[str, str], Route]) -> None:
+        super().__init__(address, Handler)
+        self.routes = routes
+
+
+def serve(host: str, port: int, routes: dict[tuple[str, str], Route]) -> None:
+    """Serve until SIGTERM or SIGINT, then return (the caller exits)."""
+    server = EngineHTTPServer((host, port), routes)
+
+    def shut_down(signum: int, frame: object) -> None:
+        # shutdown() waits for serve_forever to return, so it must not run on its thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    print(f"serving on http://{host}:{port}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+
+
+def model_list(names: Iterable[str], owner: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": owner} for name in names
+        ],
+    }
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")

@@ -1,0 +1,105 @@
+"""The project's own engine servers: their request checks and that they accept every
+runtime flag the allow-list lets through (no engine loaded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrunner.engines import diffusers_server, llamacpp_server
+from modelrunner.engines.flags import ALLOWED_FLAGS
+from modelrunner.engines.serving import RequestError, error_body, parse_bool
+
+SAMPLE = {"int": "3", "float": "0.5", "word": "true"}
+
+
+def sample_flags(engine: str) -> list[str]:
+    argv: list[str] = []
+    for name, kind in ALLOWED_FLAGS[engine].items():
+        argv.append(name)
+        if kind != "switch":
+            argv.append(SAMPLE[kind])
+    return argv
+
+
+def test_llamacpp_server_accepts_every_allowed_flag() -> None:
+    flags = sample_flags("llama.cpp")
+    flags[flags.index("--chat_format") + 1] = "chatml"
+    args = llamacpp_server.parse_args(["--model", "m.gguf", "--port", "1", *flags])
+    assert args.n_batch == 3
+    assert args.flash_attn is True
+    assert args.chat_format == "chatml"
+
+
+def test_diffusers_server_accepts_every_allowed_flag() -> None:
+    args = diffusers_server.parse_args(
+        ["--model", "m.dduf", "--port", "1", *sample_flags("diffusers")]
+    )
+    assert args.seed == 3
+    assert args.attention_slicing is True
+    assert args.guidance_scale == 0.5
+
+
+@pytest.mark.parametrize(
+    ("size", "multiple", "expected"),
+    [("64x64", 8, (64, 64)), ("512x256", 8, (512, 256)), ("30x10", 1, (30, 10))],
+)
+def test_parse_size(size: str, multiple: int, expected: tuple[int, int]) -> None:
+    assert diffusers_server.parse_size(size, multiple) == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ("64", "must look like"),
+        ("64X64", "must look like"),
+        (64, "must look like"),
+        ("0x64", "must look like"),
+        ("60x64", "multiples of 8"),
+        ("8192x8", "over 4096"),
+    ],
+)
+def test_parse_size_refuses(size: Any, message: str) -> None:
+    with pytest.raises(RequestError, match=message) as info:
+        diffusers_server.parse_size(size, 8)
+    assert info.value.status == 400
+    assert info.value.param == "size"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [(None, 1), (1, 1), (10, 10), (0, None), (11, None), (True, None), ("2", None)]
+)
+def test_parse_count(value: Any, ok: int | None) -> None:
+    if ok is None:
+        with pytest.raises(RequestError, match="n must be"):
+            diffusers_server.parse_count(value)
+    else:
+        assert diffusers_server.parse_count(value) == ok
+
+
+def test_mean_pooled() -> None:
+    assert llamacpp_server.mean_pooled([1.0, 2.0]) == [1.0, 2.0]
+    assert llamacpp_server.mean_pooled([[1.0, 2.0], [3.0, 4.0]]) == [2.0, 3.0]
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("1", True), ("Off", False)])
+def test_parse_bool(text: str, value: bool) -> None:
+    assert parse_bool(text) is value
+
+
+def test_parse_bool_refuses() -> None:
+    with pytest.raises(ValueError, match="maybe"):
+        parse_bool("maybe")
+
+
+def test_error_body_is_openai_shaped() -> None:
+    assert error_body(400, "bad", "n") == {
+        "error": {"message": "bad", "type": "invalid_request_error", "param": "n", "code": None}
+    }
+    assert error_body(500, "boom")["error"]["type"] == "server_error"
+
+
+def test_default_threads_share_the_cores() -> None:
+    assert llamacpp_server.default_threads(1) >= 1
+    assert llamacpp_server.default_threads(10_000) == 1
