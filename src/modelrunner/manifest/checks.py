@@ -54,7 +54,8 @@ def check_manifest(data: Mapping[str, Any]) -> list[Finding]:
             )
         )
     model = data.get("model")
-    if isinstance(model, str) and model and not reference.is_local_path(model):
+    well_formed = isinstance(model, str) and model and not any(c.isspace() for c in model)
+    if well_formed and isinstance(model, str) and not reference.is_local_path(model):
         try:
             ref = reference.parse(model)
         except InvalidReference as exc:

@@ -127,11 +127,17 @@ def read_text(path: Path, shown: str) -> tuple[str | None, Problem | None]:
 
 def load_file(path: Path, shown: str | None = None) -> LoadResult:
     shown = shown or str(path)
-    result = LoadResult(files=[shown])
     text, problem = read_text(path, shown)
     if problem is not None or text is None:
+        result = LoadResult(files=[shown])
         result.problems.append(problem or _problem(shown, Position(1, 1), (), "unreadable"))
         return result
+    return load_text(text, shown, _stem(path.name))
+
+
+def load_text(text: str, shown: str, stem: str | None = None) -> LoadResult:
+    """Manifests of one file's text; ``stem`` names a lone manifest that has no ``name``."""
+    result = LoadResult(files=[shown])
     try:
         documents = parse_documents(text)
     except YamlSyntaxError as exc:
@@ -144,7 +150,6 @@ def load_file(path: Path, shown: str | None = None) -> LoadResult:
             )
         )
         return result
-    stem = _stem(path.name)
     for doc in documents:
         manifest, problems = load_document(doc, shown, stem if len(documents) == 1 else None)
         result.problems.extend(problems)
@@ -161,6 +166,8 @@ def load_document(
         for issue in doc.issues
     ]
     data = doc.data
+    if data is None and problems:
+        return None, problems  # the YAML could not be read; that problem says why
     if not isinstance(data, dict):
         got = "a list" if isinstance(data, list) else f"{type(data).__name__} {data!r}"[:80]
         problems.append(_problem(file, doc.start, (), f"a manifest must be a mapping, got {got}"))
@@ -176,6 +183,8 @@ def load_document(
             )
         )
     for found in schema.check(data):
+        if doc.is_unreadable(found.path):
+            continue
         at = _locate(doc, found.path, found.at_key)
         problems.append(_problem(file, at, found.path, found.message))
     for finding in checks.check_manifest(data):

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path as FsPath
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from modelrunner.manifest.problems import Path
 
@@ -34,9 +34,18 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
+def _is_integer(checker: object, instance: object) -> bool:
+    # JSON Schema counts 2.0 as an integer; YAML authors who write 2.0 mean a float,
+    # and the Structs refuse it, so lint refuses it too.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 @cache
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(schema())
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer)
+    validator_class = validators.extend(Draft202012Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+    validator: Draft202012Validator = validator_class(schema())
+    return validator
 
 
 class SchemaProblem:

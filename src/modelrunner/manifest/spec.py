@@ -2,7 +2,8 @@
 
 The JSON Schema is the published contract and gives located messages; these Structs are
 what the rest of the program reads. tests/unit/test_schema_agreement.py proves that the
-two accept exactly the same documents.
+two accept the same documents. One deliberate difference: a Struct reads an explicit
+null as "not set", while the schema, which the loader runs first, refuses it.
 """
 
 from __future__ import annotations

@@ -45,6 +45,12 @@ class YamlDocument:
     values: dict[Path, Position] = field(default_factory=dict)
     keys: dict[Path, Position] = field(default_factory=dict)
     issues: list[YamlIssue] = field(default_factory=list)
+    # Values that could not be read (bad tags); their issue says why, so the schema's
+    # complaint about the placeholder left there would only repeat it.
+    unreadable: set[Path] = field(default_factory=set)
+
+    def is_unreadable(self, path: Path) -> bool:
+        return any(path[: len(bad)] == bad for bad in self.unreadable)
 
     def value_at(self, path: Path) -> Position:
         """Where the value at ``path`` (or its nearest located parent) starts."""
@@ -83,10 +89,13 @@ def parse_documents(text: str) -> list[YamlDocument]:
         mark = exc.problem_mark or exc.context_mark
         position = Position(mark.line + 1, mark.column + 1) if mark else Position(1, 1)
         problem = exc.problem or exc.context or "malformed YAML"
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
         raise YamlSyntaxError(f"YAML syntax error: {problem}", position) from None
     except yaml.reader.ReaderError as exc:
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
         raise YamlSyntaxError(
-            f"character {exc.character!r} is not allowed in YAML",
+            f"control character U+{char:04X} is not allowed in YAML",
             _offset_position(text, exc.position),
         ) from None
     except RecursionError:
@@ -112,7 +121,12 @@ def _offset_position(text: str, offset: int) -> Position:
 
 
 class _Budget(Exception):
-    pass
+    def __init__(self, message: str, position: Position) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+_PLAIN_TAGS: Final = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
 
 class _Builder:
@@ -125,7 +139,7 @@ class _Builder:
         try:
             return self._build(node, path, depth)
         except _Budget as exc:
-            self.doc.issues.append(YamlIssue(_position(node), (), str(exc), rule="yaml-limits"))
+            self.doc.issues.append(YamlIssue(exc.position, (), str(exc), rule="yaml-limits"))
             return None
 
     def _build(self, node: Node, path: Path, depth: int) -> Any:
@@ -133,10 +147,17 @@ class _Builder:
         if self.nodes > MAX_NODES:
             raise _Budget(
                 f"document expands to more than {MAX_NODES} YAML nodes "
-                "(an anchor/alias bomb?); manifests are small"
+                "(an anchor/alias bomb?); manifests are small",
+                _position(node),
             )
         if depth > MAX_DEPTH:
-            raise _Budget(f"YAML nesting is deeper than {MAX_DEPTH} levels")
+            raise _Budget(f"YAML nesting is deeper than {MAX_DEPTH} levels", _position(node))
+        if not isinstance(node, ScalarNode) and node.tag not in _PLAIN_TAGS:
+            self.doc.issues.append(
+                YamlIssue(_position(node), path, f"unsupported YAML tag {node.tag!r}")
+            )
+            self.doc.unreadable.add(path)
+            return None
         self.doc.values.setdefault(path, _position(node))
         if isinstance(node, MappingNode):
             return self._mapping(node, path, depth)
@@ -152,6 +173,7 @@ class _Builder:
             self.doc.issues.append(
                 YamlIssue(_position(node), path, f"cannot read value: {problem}", rule="yaml")
             )
+            self.doc.unreadable.add(path)
             return None
 
     def _mapping(self, node: MappingNode, path: Path, depth: int) -> dict[str, Any]:
