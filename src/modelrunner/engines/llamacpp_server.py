@@ -159,19 +159,37 @@ def _pick(body: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
 def _generate(
     pool: Pool, name: str, body: dict[str, Any], call: Callable[[Any, dict[str, Any]], Any]
 ) -> dict[str, Any] | Iterator[dict[str, Any]]:
-    if body.get("stream"):
-
-        def events() -> Iterator[dict[str, Any]]:
-            # Runs while the response streams: the context is held until the last token
-            # or until the client goes away (the server closes this generator).
-            with pool.context() as llama:
-                for chunk in call(llama, {"stream": True}):
-                    yield {**chunk, "model": name}
-
-        return events()
-    with pool.context() as llama:
-        result: dict[str, Any] = call(llama, {})
+    try:
+        if body.get("stream"):
+            return _stream(pool, name, call)
+        with pool.context() as llama:
+            result: dict[str, Any] = call(llama, {})
+    except ValueError as exc:  # llama-cpp-python's word for a request it cannot take
+        raise RequestError(400, str(exc)) from None
     return {**result, "model": name}
+
+
+def _stream(
+    pool: Pool, name: str, call: Callable[[Any, dict[str, Any]], Any]
+) -> Iterator[dict[str, Any]]:
+    def events() -> Iterator[dict[str, Any]]:
+        # The context is held until the last token or until the client goes away (the
+        # server then closes this generator).
+        with pool.context() as llama:
+            for chunk in call(llama, {"stream": True}):
+                yield {**chunk, "model": name}
+
+    chunks = events()
+    first = next(chunks)  # a refused request (prompt over n_ctx...) fails here, before headers
+
+    def rest() -> Iterator[dict[str, Any]]:
+        try:
+            yield first
+            yield from chunks
+        finally:
+            chunks.close()
+
+    return rest()
 
 
 def build_routes(
