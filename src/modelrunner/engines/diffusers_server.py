@@ -101,7 +101,8 @@ def build_routes(
     import torch
 
     lock = threading.Lock()
-    multiple = int(getattr(pipeline, "vae_scale_factor", 8))
+    # Stable Diffusion pipelines want multiples of 8 whatever their VAE's own factor is.
+    multiple = max(8, int(getattr(pipeline, "vae_scale_factor", 8)))
     unet = getattr(pipeline, "unet", None)
     sample = getattr(getattr(unet, "config", None), "sample_size", 64)
     default_size = args.size or f"{sample * multiple}x{sample * multiple}"
@@ -138,7 +139,10 @@ def build_routes(
         with lock, torch.inference_mode():
             if isinstance(seed, int):
                 kwargs["generator"] = torch.Generator(device).manual_seed(seed)
-            images = pipeline(**kwargs).images
+            try:
+                images = pipeline(**kwargs).images
+            except ValueError as exc:  # diffusers' check_inputs: a request it cannot take
+                raise RequestError(400, str(exc)) from None
         return {"created": int(time.time()), "data": [{"b64_json": _png(i)} for i in images]}
 
     return {
