@@ -14,7 +14,7 @@ import argparse
 import os
 import queue
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -172,7 +172,7 @@ def _generate(
 def _stream(
     pool: Pool, name: str, call: Callable[[Any, dict[str, Any]], Any]
 ) -> Iterator[dict[str, Any]]:
-    def events() -> Iterator[dict[str, Any]]:
+    def events() -> Generator[dict[str, Any], None, None]:
         # The context is held until the last token or until the client goes away (the
         # server then closes this generator).
         with pool.context() as llama:
@@ -182,7 +182,7 @@ def _stream(
     chunks = events()
     first = next(chunks)  # a refused request (prompt over n_ctx...) fails here, before headers
 
-    def rest() -> Iterator[dict[str, Any]]:
+    def rest() -> Generator[dict[str, Any], None, None]:
         try:
             yield first
             yield from chunks
