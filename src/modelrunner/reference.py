@@ -75,6 +75,16 @@ def is_loopback_host(registry: str) -> bool:
         return False
 
 
+def _split_host(registry: str) -> tuple[str, str | None]:
+    """``host:port`` -> (host, port); IPv6 hosts come in brackets: ``[::1]:5000``."""
+    if registry.startswith("[") and "]" in registry:
+        end = registry.index("]") + 1
+        rest = registry[end:]
+        return registry[:end], rest[1:] if rest.startswith(":") else (rest or None)
+    host, sep, port = registry.rpartition(":")
+    return (host, port) if sep else (registry, None)
+
+
 def _looks_like_registry(component: str) -> bool:
     return (
         "." in component
@@ -109,8 +119,7 @@ def parse(text: str) -> Reference:
     first, sep, rest = text.partition("/")
     if sep and _looks_like_registry(first):
         registry, text = first, rest
-        host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry
-        port = registry.rsplit(":", 1)[1] if ":" in registry.replace(host, "", 1) else None
+        host, port = _split_host(registry)
         if not _HOST.fullmatch(host) or (port is not None and not port.isdigit()):
             raise InvalidReference(f"invalid reference {original!r}: bad registry {registry!r}")
         registry = registry.lower()
