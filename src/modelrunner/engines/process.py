@@ -42,7 +42,10 @@ InstanceState = Literal["stopped", "starting", "ready", "draining", "stopping", 
 StateCallback = Callable[["EngineProcess"], None]
 LaunchFor = Callable[[int], Launch]  # port -> launch description
 
-_POLL: Final = 0.2  # seconds between health checks while starting
+# Health checks while starting: often at first (a small model is up in a fraction of a
+# second), then less often (a big one takes minutes).
+_POLL_FIRST: Final = 0.02
+_POLL_MAX: Final = 0.5
 _READ_CHUNK: Final = 64 * 1024
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -254,6 +257,7 @@ class EngineProcess:
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process, launch: Launch) -> None:
         deadline = time.monotonic() + launch.startup_timeout
+        poll = _POLL_FIRST
         async with httpx.AsyncClient(base_url=self.base_url, timeout=5.0) as client:
             while True:
                 if proc.returncode is not None:
@@ -263,7 +267,8 @@ class EngineProcess:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(launch.health_path)).status_code == 200:
                         break
-                await asyncio.sleep(_POLL)  # returncode is set by the child watcher meanwhile
+                await asyncio.sleep(poll)  # returncode is set by the child watcher meanwhile
+                poll = min(_POLL_MAX, poll * 1.5)
             probe = launch.probe
             try:
                 response = await client.request(
