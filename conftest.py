@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.engines",
     "tests.fixtures.http",
+    "tests.fixtures.serve",
 ]

@@ -70,7 +70,9 @@ class Registry:
         old = self._models.get(model.name)
         if old is not None:
             for alias in old.aliases:
-                self._names.pop(alias, None)
+                # Only our own entries: another model may have taken the alias over.
+                if self._names.get(alias) == model.name:
+                    del self._names[alias]
         self._models[model.name] = model
         self._names[model.name] = model.name
         for alias in model.aliases:

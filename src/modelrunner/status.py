@@ -20,6 +20,11 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     digest: str | None = None
     last_error: str | None = None
     instance: str | None = None  # id of the instance serving now
+    # The applied manifest's change-class keys (see reconcile/changes.py), so `mr plan`
+    # can tell what a reconcile would do against this server.
+    in_place_key: str | None = None
+    restart_key: str | None = None
+    pull_key: str | None = None
     updated_at: float = 0.0  # unix time of the last phase change
     ready_at: float | None = None
 

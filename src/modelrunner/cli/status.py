@@ -1,0 +1,141 @@
+"""``mr status`` and ``mr plan``: what the server runs, and what a reconcile would change."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    status = subparsers.add_parser(
+        "status",
+        help="per-model status of the running server",
+        description="Ask the "
+        "running server (MR_HOST, MR_PORT) for each model's phase, instance and last error.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--url", help="server URL (default http://$MR_HOST:$MR_PORT)")
+    status.set_defaults(run=run_status)
+
+    plan = subparsers.add_parser(
+        "plan",
+        help="what a reconcile would do now (dry run)",
+        description="Compare the manifests of --models-dir with what the running server "
+        "applied, like `terraform plan`. Exit 0: nothing to do; 2: changes pending; "
+        "1: manifests have errors.",
+    )
+    plan.add_argument("--models-dir", type=Path, help="manifest folder (default models.d)")
+    plan.add_argument("--url", help="server URL (default http://$MR_HOST:$MR_PORT)")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.set_defaults(run=run_plan)
+
+
+def _fetch_status(url: str | None) -> tuple[str, list[dict[str, Any]] | None, str | None]:
+    import os
+
+    import httpx
+
+    from modelrunner.cli.run import api_key, server_url
+
+    base = url or server_url(os.environ)
+    key = api_key(os.environ)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(f"{base}/status", headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        return base, None, f"no server at {base}: {exc}"
+    if response.status_code != 200:
+        return base, None, f"{base}/status answered {response.status_code}: {response.text[:200]}"
+    data: list[dict[str, Any]] = response.json()
+    return base, data, None
+
+
+def run_status(args: argparse.Namespace) -> int:
+    base, models, error = _fetch_status(args.url)
+    if models is None:
+        print(f"mr status: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        print(f"{base}: no models")
+        return 0
+    rows = [("MODEL", "PHASE", "ENGINE", "INSTANCE", "FILE")]
+    rows += [
+        (
+            m["name"],
+            m.get("phase") or "",
+            m.get("engine") or "",
+            m.get("instance") or "",
+            m.get("file") or "",
+        )
+        for m in models
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for m in models:
+        if m.get("last_error"):
+            print(f"\n{m['name']}: {m['last_error']}")
+    return 0
+
+
+_SYMBOL = {"create": "+", "replace": "~", "update": "~", "retire": "-", "hold": "!", "retry": "~"}
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from modelrunner.manifest.load import load_folder
+    from modelrunner.reconcile.changes import Keys
+    from modelrunner.reconcile.desired import desired_state
+    from modelrunner.reconcile.plan import Observed, plan
+    from modelrunner.settings import from_env
+
+    settings = from_env(models_dir=args.models_dir)
+    folder = settings.models_dir
+    if not folder.is_dir():
+        print(f"mr plan: {folder}: no such folder", file=sys.stderr)
+        return 2
+    base, models, error = _fetch_status(args.url)
+    if models is None:
+        print(f"mr plan: {error}; planning against an empty host", file=sys.stderr)
+        models = []
+    observed = {
+        m["name"]: Observed(
+            m["name"],
+            Keys(m.get("in_place_key") or "", m.get("restart_key") or "", m.get("pull_key") or ""),
+            m.get("file") or "",
+            failed=m.get("phase") == "failed",
+        )
+        for m in models
+    }
+    result = load_folder(folder)
+    state = desired_state(result, {name: o.file for name, o in observed.items()})
+    actions = [a for a in plan(state, observed) if a.kind != "noop"]
+    pending = [a for a in actions if a.kind != "hold"]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "actions": [
+                        {"model": a.name, "action": a.kind, "reason": a.reason} for a in actions
+                    ],
+                    "problems": [str(p) for p in result.problems],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for problem in result.problems:
+            print(problem, file=sys.stderr)
+        for action in actions:
+            print(
+                f"{_SYMBOL.get(action.kind, '?')} {action.kind:<8} {action.name}  ({action.reason})"
+            )
+        print(f"{len(pending)} change(s) pending against {base}" if pending else "no changes")
+    if result.errors:
+        return 1
+    return 2 if pending else 0

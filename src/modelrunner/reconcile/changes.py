@@ -1,0 +1,61 @@
+"""Change classes: what an edit of each manifest field costs.
+
+    in-place   applied to the running instance's routing: aliases, description, limits,
+               keep_alive, preload, pull_policy
+    restart    a new instance with the new settings replaces the old one
+    re-pull    the artifact may differ: pull (as the pull policy says), then restart
+
+Only the fields of a class go into its key (kopf's "essence"), so an alias edit leaves the
+restart key alone and never restarts a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final, Literal
+
+import msgspec
+
+from modelrunner.manifest.spec import ModelManifest
+
+ChangeClass = Literal["identity", "in-place", "restart", "re-pull"]
+
+FIELD_CLASS: Final[dict[str, ChangeClass]] = {
+    "api_version": "in-place",
+    "name": "identity",
+    "aliases": "in-place",
+    "description": "in-place",
+    "limits": "in-place",
+    "keep_alive": "in-place",
+    "preload": "in-place",
+    "pull_policy": "in-place",
+    "model": "re-pull",
+    "engine": "restart",
+    "context_size": "restart",
+    "runtime_flags": "restart",
+    "env": "restart",
+    "llama_cpp": "restart",
+    "vllm": "restart",
+    "diffusers": "restart",
+}
+
+
+class Keys(msgspec.Struct, frozen=True):
+    """Hashes of one manifest, one per change class; equal keys mean nothing to do."""
+
+    in_place: str
+    restart: str
+    pull: str
+
+
+def _hash(spec: ModelManifest, change: ChangeClass) -> str:
+    fields = {f: getattr(spec, f) for f, c in FIELD_CLASS.items() if c == change}
+    return hashlib.sha256(msgspec.json.encode(fields, order="sorted")).hexdigest()[:16]
+
+
+def keys(spec: ModelManifest) -> Keys:
+    return Keys(
+        in_place=_hash(spec, "in-place"),
+        restart=_hash(spec, "restart"),
+        pull=_hash(spec, "re-pull"),
+    )

@@ -1,0 +1,467 @@
+"""The Reconciler: applies plans, one worker task per model.
+
+A pass re-reads the whole folder (level-based), plans, and hands each model's latest
+desired state to that model's worker. Workers run in parallel; each applies its model's
+changes in order and always re-plans against the newest target, so fifty rapid edits
+converge to the last one. A worker never lets a failure cost a serving instance:
+the new instance must be ready before routing switches to it, and the old one is drained
+before it is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from modelrunner import reference
+from modelrunner.errors import ModelRunnerError
+from modelrunner.manifest.load import load_folder
+from modelrunner.manifest.problems import Problem
+from modelrunner.model_files import ModelFiles, from_local_path
+from modelrunner.reconcile.desired import Desired, DesiredState, desired_state
+from modelrunner.reconcile.plan import Action, Observed, plan, plan_one
+from modelrunner.registry import Endpoint, Registry, ServedModel
+from modelrunner.status import ModelStatus, Phase
+
+if TYPE_CHECKING:
+    from modelrunner.engines.process import EngineProcess
+    from modelrunner.manifest.spec import ModelManifest
+    from modelrunner.metrics import Metrics
+    from modelrunner.settings import Settings
+    from modelrunner.store.store import Store
+
+log = logging.getLogger("modelrunner.reconcile")
+
+InstanceFactory = Callable[..., "EngineProcess"]
+
+
+class _Keep:
+    """Leave a status field as it is."""
+
+
+_KEEP = _Keep()
+
+
+@dataclass
+class _Applied:
+    """The state one model was last brought to."""
+
+    desired: Desired
+    instance: EngineProcess | None = None
+    endpoint: Endpoint | None = None
+    files: ModelFiles | None = None
+    failed: bool = False
+
+
+@dataclass
+class _Worker:
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: bool = False
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        store: Store,
+        *,
+        metrics: Metrics | None = None,
+        instance_factory: InstanceFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.metrics = metrics
+        if instance_factory is None:
+            from modelrunner.engines import create_instance
+
+            instance_factory = create_instance
+        self._create_instance = instance_factory
+        self._applied: dict[str, _Applied] = {}
+        self._status: dict[str, ModelStatus] = {}
+        self._targets: dict[str, Desired | None] = {}
+        self._held: frozenset[str] = frozenset()
+        self._retry: set[str] = set()
+        self._workers: dict[str, _Worker] = {}
+        self._problems: tuple[Problem, ...] = ()
+        self._passes = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- a pass -----------------------------------------------------------------
+    async def reconcile_once(self, *, retry_failed: bool = False) -> tuple[Action, ...]:
+        """Read the folder, plan, and hand every model's work to its worker."""
+        started = time.perf_counter()
+        result = await asyncio.to_thread(load_folder, self.settings.models_dir)
+        state = desired_state(result, {n: a.desired.file for n, a in self._applied.items()})
+        actions = plan(state, self.observed(), retry_failed=retry_failed)
+        self._problems = state.problems
+        self._held = state.held
+        for problem in state.problems:
+            if problem.severity == "error":
+                log.warning("manifest problem: %s", problem)
+        for name in sorted(set(self._targets) | set(state.models)):
+            if name not in state.held:
+                self._targets[name] = state.models.get(name)
+        self._mark_held(state)
+        for action in actions:
+            if action.kind in ("noop", "hold"):
+                continue
+            if action.kind == "retry":
+                self._retry.add(action.name)
+            self._wake(action.name)
+        self._passes += 1
+        if self.metrics is not None:
+            self.metrics.reconcile_passes.inc()
+            self.metrics.reconcile_duration.observe(time.perf_counter() - started)
+        return actions
+
+    def observed(self) -> dict[str, Observed]:
+        return {
+            name: Observed(name, a.desired.keys, a.desired.file, failed=a.failed)
+            for name, a in self._applied.items()
+        }
+
+    def _mark_held(self, state: DesiredState) -> None:
+        for name in state.held:
+            file = self._applied[name].desired.file
+            errors = [str(p) for p in state.problems if p.file == file and p.severity == "error"]
+            detail = "; ".join(errors[:3]) + (
+                f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+            )
+            self._set_status(name, last_error=f"manifest invalid, last good state kept: {detail}")
+
+    # -- workers ----------------------------------------------------------------
+    def _wake(self, name: str) -> None:
+        worker = self._workers.get(name)
+        if worker is None or worker.task is None or worker.task.done():
+            worker = _Worker()
+            self._workers[name] = worker
+            worker.task = asyncio.create_task(self._work(name, worker), name=f"reconcile:{name}")
+        worker.busy = True
+        self._idle.clear()
+        worker.wake.set()
+
+    async def _work(self, name: str, worker: _Worker) -> None:
+        while True:
+            await worker.wake.wait()
+            worker.wake.clear()
+            worker.busy = True
+            try:
+                for _ in range(100):  # a bound, so a flapping target cannot spin forever
+                    desired = self._targets.get(name)
+                    applied = self._applied.get(name)
+                    observed = self.observed().get(name)
+                    action = plan_one(
+                        name,
+                        desired,
+                        observed,
+                        held=name in self._held,
+                        retry_failed=name in self._retry,
+                    )
+                    self._retry.discard(name)
+                    if action.kind in ("noop", "hold"):
+                        break
+                    log.info("%s: %s (%s)", name, action.kind, action.reason)
+                    ok = await self._apply(action, desired, applied)
+                    if not ok:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: reconcile worker failed", name)
+                if self.metrics is not None:
+                    self.metrics.reconcile_errors.inc()
+            finally:
+                worker.busy = worker.wake.is_set()
+                if not any(w.busy for w in self._workers.values()):
+                    self._idle.set()
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Until every worker has applied what the last pass asked for."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    # -- applying one action ----------------------------------------------------
+    async def _apply(self, action: Action, desired: Desired | None, old: _Applied | None) -> bool:
+        if action.kind == "retire":
+            assert old is not None  # plan_one retires only what runs
+            await self._retire(action.name, old)
+            return True
+        assert desired is not None  # create, replace, update and retry all have a target
+        if action.kind == "update" and old is not None and old.endpoint is not None:
+            self._applied[action.name] = _Applied(
+                desired, old.instance, old.endpoint, old.files, failed=False
+            )
+            self._publish(desired.spec, old.endpoint, old.files)
+            self._set_status(action.name, desired=desired, last_error=None)
+            return True
+        return await self._start(action, desired, old)
+
+    async def _start(self, action: Action, desired: Desired, old: _Applied | None) -> bool:
+        name, spec = desired.spec.name, desired.spec
+        instance: EngineProcess | None = None
+        serving_old = old is not None and old.endpoint is not None and not old.failed
+        try:
+            if not reference.is_local_path(spec.model):
+                self._set_status(name, phase="pulling", desired=desired, keep=serving_old)
+            files = await self._resolve(desired, pull=action.pull)
+            self._set_status(name, phase="starting", desired=desired, keep=serving_old)
+            instance = self._create_instance(
+                spec, files, self.settings, on_state_change=self._on_instance_state
+            )
+            await instance.start()
+        except (ModelRunnerError, OSError) as exc:
+            return await self._start_failed(name, desired, old, instance, str(exc))
+        except Exception as exc:  # a bug: say so, but still keep the old instance
+            log.exception("%s: unexpected error while starting", name)
+            return await self._start_failed(
+                name, desired, old, instance, f"internal error: {exc!r}"
+            )
+
+        endpoint = Endpoint(instance.instance_id, instance.engine, instance.base_url)
+        self._applied[name] = _Applied(desired, instance, endpoint, files)
+        if files.digest:
+            self._pin(files.digest)
+        self._publish(spec, endpoint, files)  # from here on, new requests go to the new one
+        self._set_status(
+            name, phase="ready", desired=desired, last_error=None, instance=instance, ready=True
+        )
+        if old is not None:
+            await self._drain_and_stop(name, old)
+        return True
+
+    async def _start_failed(
+        self,
+        name: str,
+        desired: Desired,
+        old: _Applied | None,
+        instance: EngineProcess | None,
+        error: str,
+    ) -> bool:
+        if instance is not None:
+            with contextlib.suppress(Exception):
+                await instance.stop()
+        log.error("%s: %s", name, error)
+        if self.metrics is not None:
+            self.metrics.reconcile_errors.inc()
+        if old is not None and old.endpoint is not None and not old.failed:
+            # Keep serving the last good instance; report why the change did not apply.
+            self._set_status(
+                name,
+                phase="ready",
+                last_error=f"change from {desired.file} not applied: {error}; "
+                "still serving the previous version",
+            )
+            return False
+        self._applied[name] = _Applied(desired, failed=True)
+        self.registry.publish(
+            ServedModel(
+                name=name,
+                engine=desired.spec.declared_engine or "unknown",
+                aliases=desired.spec.aliases,
+                endpoint=None,
+                unavailable_reason=f"failed to start: {error}",
+            )
+        )
+        self._set_status(name, phase="failed", desired=desired, last_error=error)
+        return False
+
+    async def _resolve(self, desired: Desired, *, pull: bool) -> ModelFiles:
+        spec = desired.spec
+        if reference.is_local_path(spec.model):
+            base = Path(desired.file).parent
+            path = Path(spec.model).expanduser()
+            return await asyncio.to_thread(
+                from_local_path, path if path.is_absolute() else base / path
+            )
+        policy = spec.pull_policy or "if-not-present"
+        store = self.store
+        if policy == "never":
+            return await asyncio.to_thread(store.resolve, spec.model)
+        # "always" pulls whenever the reference may have moved (a create, a re-pull, a
+        # retry); a restart-class change reuses the bytes already in the store.
+        local_is_enough = policy == "if-not-present" or not pull
+        if local_is_enough and await asyncio.to_thread(store.has, spec.model):
+            return await asyncio.to_thread(store.resolve, spec.model)
+        return await store.pull_async(spec.model)
+
+    async def _retire(self, name: str, old: _Applied) -> None:
+        self.registry.withdraw(name)  # new requests get 404 from now on
+        self._set_status(name, phase="draining")
+        await self._drain_and_stop(name, old)
+        self._applied.pop(name, None)
+        self._status.pop(name, None)
+        self._targets.pop(name, None)
+        if self.metrics is not None:
+            self.metrics.instance_state(name, "retired")
+
+    async def _drain_and_stop(self, name: str, old: _Applied) -> None:
+        if old.endpoint is not None and not await old.endpoint.drained(self.settings.drain_timeout):
+            log.warning(
+                "%s: %d request(s) still running after %.0f s of draining; stopping anyway",
+                name,
+                old.endpoint.in_flight,
+                self.settings.drain_timeout,
+            )
+        if old.instance is not None:
+            await old.instance.stop()
+        if old.files is not None and old.files.digest:
+            self._unpin(old.files.digest)
+
+    # -- instance events --------------------------------------------------------
+    def _on_instance_state(self, instance: EngineProcess) -> None:
+        """An engine crashed, restarted or gave up: route and report accordingly."""
+        for name, applied in self._applied.items():
+            if applied.instance is not instance:
+                continue
+            state = instance.state
+            if state == "ready":
+                endpoint = Endpoint(instance.instance_id, instance.engine, instance.base_url)
+                applied.endpoint = endpoint
+                self._publish(applied.desired.spec, endpoint, applied.files)
+                self._set_status(name, phase="ready", last_error=None)
+            elif state in ("starting", "failed"):
+                applied.endpoint = None
+                reason = instance.reason or "engine process exited"
+                unavailable = "is restarting after a crash" if state == "starting" else "failed"
+                self.registry.publish(
+                    ServedModel(
+                        name=name,
+                        engine=instance.engine,
+                        aliases=applied.desired.spec.aliases,
+                        endpoint=None,
+                        unavailable_reason=f"{unavailable}: {reason}",
+                    )
+                )
+                applied.failed = state == "failed"
+                self._set_status(name, phase=state, last_error=reason)
+            return
+
+    # -- routing and status -----------------------------------------------------
+    def _publish(self, spec: ModelManifest, endpoint: Endpoint, files: ModelFiles | None) -> None:
+        embeddings = bool(spec.llama_cpp and spec.llama_cpp.embeddings)
+        self.registry.publish(
+            ServedModel(
+                name=spec.name,
+                engine=endpoint.engine,
+                aliases=spec.aliases,
+                endpoint=endpoint,
+                embeddings=embeddings,
+            )
+        )
+
+    def _set_status(
+        self,
+        name: str,
+        *,
+        phase: Phase | None = None,
+        desired: Desired | None = None,
+        last_error: str | _Keep | None = _KEEP,
+        instance: EngineProcess | None = None,
+        ready: bool = False,
+        keep: bool = False,
+    ) -> None:
+        """Update one model's status; ``keep`` leaves the phase of a model still serving."""
+        now = time.time()
+        current = self._status.get(name) or ModelStatus(name=name, updated_at=now)
+        changes: dict[str, Any] = {}
+        if phase is not None and not (keep and current.phase == "ready"):
+            changes["phase"] = phase
+            changes["updated_at"] = now
+        if desired is not None and not keep:
+            spec = desired.spec
+            changes.update(
+                aliases=spec.aliases,
+                engine=spec.declared_engine,
+                file=desired.file,
+                content_hash=desired.content_hash,
+                reference=spec.model,
+                in_place_key=desired.keys.in_place,
+                restart_key=desired.keys.restart,
+                pull_key=desired.keys.pull,
+            )
+        if not isinstance(last_error, _Keep):
+            changes["last_error"] = last_error
+        if instance is not None:
+            changes["instance"] = instance.instance_id
+            changes["engine"] = instance.engine
+            applied = self._applied.get(name)
+            if applied is not None and applied.files is not None:
+                changes["digest"] = applied.files.digest
+        if ready:
+            changes["ready_at"] = now
+        updated = msgspec.structs.replace(current, **changes)
+        self._status[name] = updated
+        if self.metrics is not None:
+            self.metrics.instance_state(name, updated.phase)
+
+    def snapshot(self) -> list[ModelStatus]:
+        return [self._status[name] for name in sorted(self._status)]
+
+    def problems(self) -> list[Problem]:
+        return list(self._problems)
+
+    def is_ready(self, names: tuple[str, ...] = ()) -> bool:
+        if not self._idle.is_set():
+            return False
+        wanted = names or tuple(n for n, d in self._targets.items() if d is not None)
+        for name in wanted:
+            try:
+                served = self.registry.lookup(name)
+            except ModelRunnerError:
+                return False
+            if served.endpoint is None:
+                return False
+        return True
+
+    # -- pins keep served models from `mr rm` and garbage collection --------------
+    def _pin(self, digest: str) -> None:
+        with contextlib.suppress(Exception):
+            self.store.pin(digest)
+
+    def _unpin(self, digest: str) -> None:
+        if not any(a.files and a.files.digest == digest for a in self._applied.values()):
+            with contextlib.suppress(Exception):
+                self.store.unpin(digest)
+
+    # -- life cycle ---------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """Stop every worker, then drain and stop every instance."""
+        for worker in self._workers.values():
+            if worker.task is not None:
+                worker.task.cancel()
+        await asyncio.gather(
+            *(w.task for w in self._workers.values() if w.task is not None),
+            return_exceptions=True,
+        )
+        self._workers.clear()
+        for name in list(self._applied):
+            self.registry.withdraw(name)
+        await asyncio.gather(
+            *(self._drain_and_stop(n, a) for n, a in list(self._applied.items())),
+            return_exceptions=True,
+        )
+        self._applied.clear()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Reconciler]:
+        """Reconcile once, then follow the folder until the context ends."""
+        from modelrunner.reconcile.triggers import Triggers
+
+        triggers = Triggers(self.settings, self.reconcile_once)
+        try:
+            await self.reconcile_once()
+            async with triggers.running():
+                yield self
+        finally:
+            await self.shutdown()
