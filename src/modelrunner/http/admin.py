@@ -7,6 +7,7 @@ from typing import Final
 
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 
 from modelrunner.http.bodies import DmrModel, Health, Readiness
 from modelrunner.http.routing import dmr_models, readiness
@@ -34,7 +35,12 @@ def admin_handlers(fw: Forwarder, status: StatusSource) -> list[HTTPRouteHandler
         """Alive: the server answers."""
         return Health()
 
-    @get("/readyz", tags=TAGS, opt={"public": True})
+    @get(
+        "/readyz",
+        tags=TAGS,
+        opt={"public": True},
+        responses={503: ResponseSpec(Readiness, description="Not ready: see not_ready")},
+    )
     async def readyz(model: str | None = None) -> Response[Readiness]:
         """Ready when every manifest is applied and serving (or each of ``?model=a,b``)."""
         names = tuple(n.strip() for n in (model or "").split(",") if n.strip())

@@ -95,6 +95,8 @@ def from_exception(exc: BaseException, where: str) -> Problem:
             message = f"No route for {where}"
         elif exc.status_code == 405:
             message = f"Method not allowed: {where}"
+        elif exc.status_code == 400:
+            message = f"Invalid request body for {where}: {message}"
         elif exc.status_code == 413:
             message = f"{where}: the request body is larger than the server's limit ({message})"
         headers = tuple((k.lower(), v) for k, v in (exc.headers or {}).items())

