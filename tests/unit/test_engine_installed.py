@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelrunner.engines.catalog import CATALOG, default_vllm_python, interpreter
-from modelrunner.engines.installed import engine_installs
+from modelrunner.engines.versions import engine_installs
 from modelrunner.errors import EngineNotInstalled
 from modelrunner.settings import Settings
 

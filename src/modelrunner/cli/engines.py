@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelrunner.engines.installed import engine_installs
+    from modelrunner.engines.versions import engine_installs
     from modelrunner.settings import from_env
 
     installs = engine_installs(from_env(vllm_python=args.vllm_python))

@@ -75,8 +75,13 @@ def create_instance(
     )
 
 
-def installed(settings: Settings) -> dict[EngineName, str | None]:
-    """Engine name -> installed version (None when missing), without importing engines."""
-    from modelrunner.engines.installed import installed as versions
+def installed(settings: Settings | None = None) -> dict[EngineName, str | None]:
+    """Engine name -> installed version (None when missing), without importing engines.
 
-    return versions(settings)
+    vLLM is asked through its own interpreter (``settings.vllm_python``; without settings,
+    the ``MR_*`` environment decides).
+    """
+    from modelrunner.engines.versions import installed as versions
+    from modelrunner.settings import from_env
+
+    return versions(settings if settings is not None else from_env())
