@@ -5,12 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v docker-registry >/dev/null 2>&1; then
-  printf '\n== docker-registry (a real OCI registry for the store tests)\n' >&2
+# docker-registry: a real OCI registry for the store tests; openssl signs the bearer
+# tokens of the token-auth registry test; curl is the pull benchmark's extra baseline.
+missing=()
+for tool in docker-registry:docker-registry openssl:openssl curl:curl; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  printf '\n== Debian packages: %s\n' "${missing[*]}" >&2
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends docker-registry
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 scripts/install.sh --dev
