@@ -174,3 +174,25 @@ def test_killed_llamacpp_engine_restarts(tmp_path: Path, smollm2_gguf: Path) -> 
 
     asyncio.run(run())
     assert states == ["starting", "ready", "starting", "ready", "stopping", "stopped"]
+
+
+def test_stop_while_starting_ends_the_start(tmp_path: Path) -> None:
+    def launch_for(port: int) -> Launch:
+        return Launch((sys.executable, "-c", "import time; time.sleep(60)"), {}, "/h", PROBE, 60)
+
+    proc, seen = instance(tmp_path, launch_for)
+
+    async def run() -> int:
+        starting = asyncio.create_task(proc.start())
+        await proc.wait_for("starting", timeout=5)
+        while proc.pid is None:
+            await asyncio.sleep(0.01)
+        pgid = proc.pid
+        await proc.stop(timeout=2)
+        with pytest.raises(EngineStartFailed, match="stopped before it was ready"):
+            await starting
+        return pgid
+
+    pgid = asyncio.run(run())
+    assert not group_alive(pgid)
+    assert seen == ["starting", "stopping", "stopped"]
