@@ -40,7 +40,8 @@ def struct_accepts(document: Any) -> bool:
 
 def example_documents() -> list[tuple[str, Any]]:
     documents = []
-    for path in sorted([*ROOT.glob("examples/**/*.yaml"), *ROOT.glob("models.d/*.yaml")]):
+    globs = ("examples/*.yaml", "examples/invalid/*.yaml", "models.d/*.yaml")
+    for path in sorted(p for g in globs for p in ROOT.glob(g)):
         try:
             text = path.read_text(encoding="utf-8")
             parsed = parse_documents(text)
