@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -25,6 +25,7 @@ class Endpoint:
     engine: str
     base_url: str  # e.g. http://127.0.0.1:40123 ; requests go to base_url + "/v1/..."
     in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)  # when the last request ended
     _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -36,6 +37,7 @@ class Endpoint:
 
     def leave(self) -> None:
         self.in_flight -= 1
+        self.last_used = time.monotonic()
         if self.in_flight == 0:
             self._idle.set()
 
@@ -57,6 +59,8 @@ class ServedModel:
     unavailable_reason: str | None = None  # why there is no endpoint
     embeddings: bool = False
     created: float = field(default_factory=time.time)
+    # Set for a model in standby (not loaded): a request calls it to have the model loaded.
+    activate: Callable[[], None] | None = None
 
 
 class Registry:
@@ -103,6 +107,8 @@ class Registry:
         endpoint = model.endpoint
         if endpoint is None:
             reason = model.unavailable_reason or "is not ready yet"
+            if model.activate is not None:
+                model.activate()  # load on demand; the client retries after Retry-After
             raise ModelUnavailable(f"The model '{model.name}' {reason}", retry_after=2.0)
         endpoint.enter()
         try:

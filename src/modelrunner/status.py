@@ -6,7 +6,11 @@ from typing import Literal, Protocol
 
 import msgspec
 
-Phase = Literal["pending", "pulling", "starting", "ready", "draining", "failed", "retired"]
+# standby: applied, but not loaded (preload: false, or unloaded after keep_alive idle time);
+# the first request loads it.
+Phase = Literal[
+    "pending", "pulling", "starting", "ready", "standby", "draining", "failed", "retired"
+]
 
 
 class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -221,3 +221,33 @@ def _children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def test_lazy_load_on_first_request_and_unload_after_keep_alive(
+    start_server: Callable[..., Server], smollm2_gguf: Path
+) -> None:
+    server = start_server()
+    server.write("smol.yaml", manifest(smollm2_gguf, "smol", preload=False, keep_alive="2s"))
+    standby = server.wait_for(
+        "standby", lambda: (m := server.status().get("smol")) and m["phase"] == "standby" and m
+    )
+    assert standby["instance"] is None
+    assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    assert _children(server.process.pid) == []  # nothing loaded yet
+
+    with pytest.raises(openai.APIStatusError) as loading:
+        server.client(max_retries=0).chat.completions.create(
+            model="smol", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+    assert loading.value.status_code == 503
+    assert loading.value.response.headers["retry-after"]
+    loaded = server.wait_for("the model to load", lambda: server.ready("smol"))
+    assert ask(server, "smol")
+    assert len(_children(server.process.pid)) == 1
+
+    # keep_alive: 2s of idleness unloads it again, and frees the process.
+    server.wait_for(
+        "the unload", lambda: server.status()["smol"]["phase"] == "standby", timeout=30
+    )
+    server.wait_for("the engine to exit", lambda: _children(server.process.pid) == [], 30)
+    assert loaded["instance"]

@@ -25,6 +25,7 @@ from modelrunner import reference
 from modelrunner.errors import ModelRunnerError
 from modelrunner.manifest.load import load_folder
 from modelrunner.manifest.problems import Problem
+from modelrunner.manifest.spec import duration_seconds
 from modelrunner.model_files import ModelFiles, from_local_path
 from modelrunner.reconcile.desired import Desired, DesiredState, desired_state
 from modelrunner.reconcile.plan import Action, Observed, plan, plan_one
@@ -43,6 +44,10 @@ log = logging.getLogger("modelrunner.reconcile")
 InstanceFactory = Callable[..., "EngineProcess"]
 
 
+def _preload(spec: ModelManifest) -> bool:
+    return spec.preload is not False
+
+
 class _Keep:
     """Leave a status field as it is."""
 
@@ -59,6 +64,7 @@ class _Applied:
     endpoint: Endpoint | None = None
     files: ModelFiles | None = None
     failed: bool = False
+    standby: bool = False  # applied, files resolved, no process (loads on first request)
 
 
 @dataclass
@@ -92,6 +98,8 @@ class Reconciler:
         self._targets: dict[str, Desired | None] = {}
         self._held: frozenset[str] = frozenset()
         self._retry: set[str] = set()
+        self._load: set[str] = set()  # standby models a request asked for
+        self._unload: set[str] = set()  # loaded models idle for longer than keep_alive
         self._workers: dict[str, _Worker] = {}
         self._problems: tuple[Problem, ...] = ()
         self._passes = 0
@@ -176,6 +184,7 @@ class Reconciler:
                     ok = await self._apply(action, desired, applied)
                     if not ok:
                         break
+                await self._load_or_unload(name)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -198,6 +207,13 @@ class Reconciler:
             await self._retire(action.name, old)
             return True
         assert desired is not None  # create, replace, update and retry all have a target
+        if action.kind == "update" and old is not None and old.standby:
+            self._applied[action.name] = _Applied(desired, files=old.files, standby=True)
+            self._publish_standby(desired.spec, "is not loaded; loading it now")
+            self._set_status(action.name, desired=desired, last_error=None)
+            if _preload(desired.spec):
+                self._load.add(action.name)
+            return True
         if action.kind == "update" and old is not None and old.endpoint is not None:
             self._applied[action.name] = _Applied(
                 desired, old.instance, old.endpoint, old.files, failed=False
@@ -215,6 +231,8 @@ class Reconciler:
             if not reference.is_local_path(spec.model):
                 self._set_status(name, phase="pulling", desired=desired, keep=serving_old)
             files = await self._resolve(desired, pull=action.pull)
+            if not _preload(spec) and not serving_old:
+                return await self._go_standby(desired, files, old)
             self._set_status(name, phase="starting", desired=desired, keep=serving_old)
             instance = self._create_instance(
                 spec, files, self.settings, on_state_change=self._on_instance_state
@@ -239,6 +257,82 @@ class Reconciler:
         if old is not None:
             await self._drain_and_stop(name, old)
         return True
+
+    async def _go_standby(self, desired: Desired, files: ModelFiles, old: _Applied | None) -> bool:
+        """preload: false -- the artifact is in place; the first request starts the engine."""
+        name = desired.spec.name
+        self._applied[name] = _Applied(desired, files=files, standby=True)
+        self._publish_standby(desired.spec, "is not loaded (preload: false); loading it now")
+        self._set_status(name, phase="standby", desired=desired, last_error=None)
+        if old is not None:
+            await self._drain_and_stop(name, old)
+        return True
+
+    async def _load_or_unload(self, name: str) -> None:
+        applied = self._applied.get(name)
+        if name in self._load:
+            self._load.discard(name)
+            if applied is not None and applied.standby and applied.files is not None:
+                await self._start_loaded(name, applied)
+        elif name in self._unload:
+            self._unload.discard(name)
+            if applied is not None and applied.instance is not None and not applied.failed:
+                await self._to_standby(name, applied)
+
+    async def _start_loaded(self, name: str, applied: _Applied) -> None:
+        assert applied.files is not None
+        self._set_status(name, phase="starting")
+        instance: EngineProcess | None = None
+        try:
+            instance = self._create_instance(
+                applied.desired.spec,
+                applied.files,
+                self.settings,
+                on_state_change=self._on_instance_state,
+            )
+            await instance.start()
+        except (ModelRunnerError, OSError) as exc:
+            if instance is not None:
+                with contextlib.suppress(Exception):
+                    await instance.stop()
+            self._publish_standby(applied.desired.spec, f"failed to load: {exc}; retrying")
+            self._set_status(name, phase="standby", last_error=f"failed to load: {exc}")
+            return
+        endpoint = Endpoint(instance.instance_id, instance.engine, instance.base_url)
+        loaded = _Applied(applied.desired, instance, endpoint, applied.files)
+        self._applied[name] = loaded
+        if applied.files.digest:
+            self._pin(applied.files.digest)
+        self._publish(applied.desired.spec, endpoint, applied.files)
+        self._set_status(name, phase="ready", last_error=None, instance=instance, ready=True)
+
+    async def _to_standby(self, name: str, applied: _Applied) -> None:
+        """Unload an instance idle for longer than its keep_alive."""
+        log.info("%s: idle longer than keep_alive; unloading", name)
+        self._applied[name] = _Applied(applied.desired, files=applied.files, standby=True)
+        self._publish_standby(applied.desired.spec, "was unloaded after keep_alive; loading it now")
+        self._set_status(name, phase="standby")
+        await self._drain_and_stop(name, applied)
+
+    def _request_load(self, name: str) -> None:
+        applied = self._applied.get(name)
+        if applied is not None and applied.standby and name not in self._load:
+            self._load.add(name)
+            self._wake(name)
+
+    async def _unload_idle(self) -> None:
+        """Every second: hand models idle longer than their keep_alive to their worker."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for name, applied in list(self._applied.items()):
+                endpoint = applied.endpoint
+                if endpoint is None or applied.standby or endpoint.in_flight:
+                    continue
+                keep = duration_seconds(applied.desired.spec.keep_alive, float("inf"))
+                if now - endpoint.last_used >= keep and name not in self._unload:
+                    self._unload.add(name)
+                    self._wake(name)
 
     async def _start_failed(
         self,
@@ -303,7 +397,7 @@ class Reconciler:
         self._status.pop(name, None)
         self._targets.pop(name, None)
         if self.metrics is not None:
-            self.metrics.instance_state(name, "retired")
+            self.metrics.forget_model(name)
 
     async def _drain_and_stop(self, name: str, old: _Applied) -> None:
         if old.endpoint is not None and not await old.endpoint.drained(self.settings.drain_timeout):
@@ -357,6 +451,19 @@ class Reconciler:
                 aliases=spec.aliases,
                 endpoint=endpoint,
                 embeddings=embeddings,
+            )
+        )
+
+    def _publish_standby(self, spec: ModelManifest, reason: str) -> None:
+        name = spec.name
+        self.registry.publish(
+            ServedModel(
+                name=name,
+                engine=spec.declared_engine or "unknown",
+                aliases=spec.aliases,
+                endpoint=None,
+                unavailable_reason=reason,
+                activate=lambda: self._request_load(name),
             )
         )
 
@@ -420,7 +527,8 @@ class Reconciler:
                 served = self.registry.lookup(name)
             except ModelRunnerError:
                 return False
-            if served.endpoint is None:
+            status = self._status.get(served.name)
+            if served.endpoint is None and not (status and status.phase == "standby"):
                 return False
         return True
 
@@ -459,9 +567,12 @@ class Reconciler:
         from modelrunner.reconcile.triggers import Triggers
 
         triggers = Triggers(self.settings, self.reconcile_once)
+        unloader = asyncio.create_task(self._unload_idle(), name="reconcile:keep-alive")
         try:
             await self.reconcile_once()
             async with triggers.running():
                 yield self
         finally:
+            unloader.cancel()
+            await asyncio.gather(unloader, return_exceptions=True)
             await self.shutdown()
