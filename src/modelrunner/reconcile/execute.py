@@ -324,15 +324,21 @@ class Reconciler:
         """Every second: hand models idle longer than their keep_alive to their worker."""
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for name, applied in list(self._applied.items()):
-                endpoint = applied.endpoint
-                if endpoint is None or applied.standby or endpoint.in_flight:
-                    continue
-                keep = duration_seconds(applied.desired.spec.keep_alive, float("inf"))
-                if now - endpoint.last_used >= keep and name not in self._unload:
-                    self._unload.add(name)
-                    self._wake(name)
+            try:
+                self._hand_over_idle()
+            except Exception:  # keep the unloader alive; a bug here must not stop it
+                log.exception("keep_alive check failed")
+
+    def _hand_over_idle(self) -> None:
+        now = time.monotonic()
+        for name, applied in list(self._applied.items()):
+            endpoint = applied.endpoint
+            if endpoint is None or applied.standby or endpoint.in_flight:
+                continue
+            keep = duration_seconds(applied.desired.spec.keep_alive, float("inf"))
+            if now - endpoint.last_used >= keep and name not in self._unload:
+                self._unload.add(name)
+                self._wake(name)
 
     async def _start_failed(
         self,

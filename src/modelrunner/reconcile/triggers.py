@@ -71,6 +71,11 @@ class Triggers:
                 log.warning("models folder %s is gone; looking again in 1 s", folder)
                 await asyncio.sleep(1.0)
                 self.fire()
+            except Exception:
+                # Never die quietly: without the watcher only resync and SIGHUP would remain.
+                log.exception("watching %s failed; watching again in 1 s", folder)
+                await asyncio.sleep(1.0)
+                self.fire()
 
     async def _resync(self) -> None:
         while True:
