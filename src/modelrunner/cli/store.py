@@ -203,15 +203,20 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     config = info["config"].get("config", {})
-    print(f"reference: {info['reference']}")
-    print(f"digest:    {info['digest']}")
-    print(f"tags:      {', '.join(info['tags'])}")
-    print(f"format:    {info['format']}")
-    print(f"size:      {_size(info['size'])}")
+    fields: list[tuple[str, object]] = [
+        ("reference", info["reference"]),
+        ("digest", info["digest"]),
+        ("tags", ", ".join(info["tags"])),
+        ("format", info["format"]),
+        ("size", _size(info["size"])),
+    ]
     for key in ("architecture", "parameters", "quantization", "context_size"):
         if config.get(key) is not None:
-            print(f"{key + ':':<11}{config[key]}")
-    print(f"in use:    {'yes' if info['in_use'] else 'no'}")
+            fields.append((key, config[key]))
+    fields.append(("in use", "yes" if info["in_use"] else "no"))
+    width = max(len(key) for key, _ in fields) + 2
+    for key, value in fields:
+        print(f"{key + ':':<{width}}{value}")
     print("layers:")
     for layer in info["manifest"]["layers"]:
         path = (layer.get("annotations") or {}).get("org.cncf.model.filepath", "")
