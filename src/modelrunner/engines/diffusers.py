@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from modelrunner.engines.launch import Launch, Probe, checked_flags, engine_env
+from modelrunner.engines.launch import Launch, Probe, checked_flags, engine_env, server_argv
 from modelrunner.manifest.spec import ModelManifest
 from modelrunner.model_files import ModelFiles
 from modelrunner.settings import Settings
@@ -17,15 +17,7 @@ def build_launch(
 ) -> Launch:
     section = manifest.diffusers
     argv = [
-        python,
-        "-m",
-        SERVER_MODULE,
-        "--model",
-        str(files.path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        *server_argv(python, SERVER_MODULE, files, port),
         "--served-name",
         manifest.name,
     ]

@@ -60,6 +60,12 @@ class EngineSpec:
     build: LaunchBuilder = field(repr=False)
 
 
+def server_argv(python: str, module: str, files: ModelFiles, port: int) -> list[str]:
+    """The start every engine server shares: its module, the weights, a loopback port."""
+    return [python, "-m", module, "--model", str(files.path),
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
 def engine_env(manifest: ModelManifest, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Offline defaults, then the engine's own variables, then the manifest's ``env``."""
     return {**OFFLINE_ENV, **(extra or {}), **manifest.env}

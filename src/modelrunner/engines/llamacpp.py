@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from modelrunner.engines.launch import Launch, Probe, checked_flags, engine_env
+from modelrunner.engines.launch import Launch, Probe, checked_flags, engine_env, server_argv
 from modelrunner.manifest.spec import ModelManifest
 from modelrunner.model_files import ModelFiles
 from modelrunner.settings import Settings
@@ -24,15 +24,7 @@ def build_launch(
 ) -> Launch:
     section = manifest.llama_cpp
     argv = [
-        python,
-        "-m",
-        SERVER_MODULE,
-        "--model",
-        str(files.path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        *server_argv(python, SERVER_MODULE, files, port),
         "--served-name",
         manifest.name,
         "--n_ctx",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from modelrunner.engines.launch import Launch, Probe, checked_flags, engine_env
+from modelrunner.engines.launch import Launch, Probe, checked_flags, engine_env, server_argv
 from modelrunner.manifest.spec import ModelManifest
 from modelrunner.model_files import ModelFiles
 from modelrunner.settings import Settings
@@ -19,15 +19,7 @@ def build_launch(
 ) -> Launch:
     section = manifest.vllm
     argv = [
-        python,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(files.path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        *server_argv(python, "vllm.entrypoints.openai.api_server", files, port),
         # Every name the router may forward under (the name and each alias).
         "--served-model-name",
         *manifest.served_names,
