@@ -1,11 +1,13 @@
 """Proxy overhead: the same requests straight to an engine and through `mr`, side by side.
 
-    .venv/bin/python bench/bench_proxy.py [--seconds 4] [--gguf PATH]
+    .venv/bin/python bench/bench_proxy.py [--seconds 4] [--repeat 1] [--only llama.cpp]
+                                          [--gguf PATH]
 
 Two upstreams, each measured direct and through mr, at concurrency 1 and 32, for a short
 completion and a streamed one:
   * stub      a minimal asyncio HTTP server with canned answers (isolates the proxy's cost);
-  * llama.cpp llama-cpp-python's server with SmolLM2-135M (what users actually run).
+  * llama.cpp the product's llama.cpp engine instance (``engines.create_instance`` ->
+              ``EngineProcess``) serving SmolLM2-135M with one context and one thread.
 mr runs in its own process (as in production), so its resident memory is measured under
 load. The load generator is a small keep-alive HTTP/1.1 client on asyncio streams.
 """
@@ -27,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM_CHUNKS = 16
@@ -229,6 +232,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--gguf", type=Path, default=None)
     parser.add_argument("--skip-llama", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="alternating rounds per row")
+    parser.add_argument("--only", choices=("stub", "llama.cpp"), default=None)
     args = parser.parse_args()
     if args.mode == "stub":
         _use_uvloop()
@@ -236,7 +241,8 @@ def main() -> None:
     elif args.mode == "serve":
         _serve_main(args.port, args.upstreams)
     else:
-        run_all(args.seconds, None if args.skip_llama else (args.gguf or find_gguf()))
+        gguf = None if args.skip_llama or args.only == "stub" else (args.gguf or find_gguf())
+        run_all(args.seconds, gguf, args.repeat, args.only)
 
 
 def _use_uvloop() -> None:
@@ -246,19 +252,61 @@ def _use_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_all(seconds: float, gguf: Path | None) -> None:
+@contextlib.contextmanager
+def llama_instance(gguf: Path) -> Iterator[int]:
+    """The product's llama.cpp engine serving ``gguf``; yields its port. The instance
+    lives on an event loop of its own thread, as it does in `mr serve`."""
+    import threading
+
+    import msgspec
+
+    from modelrunner import engines
+    from modelrunner.manifest.spec import ModelManifest
+    from modelrunner.model_files import ModelFiles
+    from modelrunner.settings import Settings
+
+    # One context, one thread: the engine serves one request at a time, as in the tests.
+    document = {"apiVersion": "modelrunner/v1", "name": "llama.cpp", "model": str(gguf),
+                "engine": "llama.cpp", "llama.cpp": {"threads": 1, "parallel": 1}}  # fmt: skip
+    manifest = msgspec.convert(document, ModelManifest)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench_proxy_logs_"))
+    instance = engines.create_instance(
+        manifest, ModelFiles("gguf", gguf), Settings(log_dir=log_dir)
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coro: Any) -> None:
+        asyncio.run_coroutine_threadsafe(coro, loop).result(300)
+
+    try:
+        run(instance.start())
+        yield instance.port
+    finally:
+        run(instance.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def median_of(results: list[Result]) -> Result:
+    return Result(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+    )
+
+
+def run_all(seconds: float, gguf: Path | None, repeat: int = 1, only: str | None = None) -> None:
     _use_uvloop()
     me = [sys.executable, __file__]
-    stub_port, llama_port, mr_port = free_port(), free_port(), free_port()
+    stub_port, mr_port = free_port(), free_port()
     with contextlib.ExitStack() as stack:
         stack.enter_context(started([*me, "stub", str(stub_port)], stub_port))
         upstreams = {"stub": stub_port}
         if gguf is not None:
-            argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
-                    "127.0.0.1", "--port", str(llama_port), "--n_threads", "1",
-                    "--interrupt_requests", "False"]  # fmt: skip
-            stack.enter_context(started(argv, llama_port))
-            upstreams["llama.cpp"] = llama_port
+            upstreams["llama.cpp"] = stack.enter_context(llama_instance(gguf))
         pairs = [f"{name}=http://127.0.0.1:{port}" for name, port in upstreams.items()]
         mr = stack.enter_context(started([*me, "serve", str(mr_port), *pairs], mr_port))
         rss_idle = rss_mb(mr.pid)
@@ -267,18 +315,22 @@ def run_all(seconds: float, gguf: Path | None) -> None:
               f"{'p99 ms':>7} | {'via mr rps':>10} {'p50 ms':>7} {'p99 ms':>7} | "
               f"{'+p50 ms':>7} {'rps %':>6}")  # fmt: skip
         for name, port in upstreams.items():
+            if only is not None and name != only:
+                continue
             for kind, stream in (("short", False), ("stream", True)):
                 body: dict[str, object] = {"model": name, "prompt": "Hello", "max_tokens": 1}
                 if stream:
                     body.update(stream=True, max_tokens=STREAM_CHUNKS)
                 for concurrency in (1, 32):
-                    direct = asyncio.run(
-                        load(port, raw_request(port, "/v1/completions", body), concurrency, seconds)
-                    )
-                    path = "/engines/v1/completions"
-                    via = asyncio.run(
-                        load(mr_port, raw_request(mr_port, path, body), concurrency, seconds)
-                    )
+                    # Direct and via mr alternate, so a neighbour's load spike (the machine
+                    # is shared) hits both sides alike; the median of the rounds is shown.
+                    directs, vias = [], []
+                    for _ in range(repeat):
+                        raw = raw_request(port, "/v1/completions", body)
+                        directs.append(asyncio.run(load(port, raw, concurrency, seconds)))
+                        raw = raw_request(mr_port, "/engines/v1/completions", body)
+                        vias.append(asyncio.run(load(mr_port, raw, concurrency, seconds)))
+                    direct, via = median_of(directs), median_of(vias)
                     rss_peak = max(rss_peak, rss_mb(mr.pid))
                     print(
                         f"{name:<10} {kind:<8} {concurrency:>4} | {direct.rps:>10.1f} "

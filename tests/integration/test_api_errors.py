@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import httpx
 import pytest
 
 from modelrunner.registry import Endpoint, Registry, ServedModel
 from modelrunner.settings import Settings
-from tests.fixtures.http import SMOLLM2, RunningApp, free_port, serve_in_thread
+from tests.fixtures.http import (
+    NO_EOS,
+    SMOLLM2,
+    Crashable,
+    RunningApp,
+    free_port,
+    serve_in_thread,
+    smollm2_registry,
+    wait_until,
+)
 
 pytestmark = pytest.mark.engine
 CHAT = {"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -77,11 +89,21 @@ def test_unknown_engine_in_path_is_404(api: RunningApp) -> None:
     assert "Unknown engine 'llamacpp'" in str(error_of(response)["message"])
 
 
-def test_engine_failure_is_502(api: RunningApp) -> None:
-    # llama-cpp-python's server answers a non-integer max_tokens with HTTP 500.
-    response = post(
-        api, "/v1/completions", json={"model": SMOLLM2, "prompt": "x", "max_tokens": "many"}
+def test_engine_failure_is_502(crashable: Crashable) -> None:
+    # A real engine failure: the engine process dies while it generates the answer.
+    app = crashable.app
+    body = {"model": SMOLLM2, "prompt": "x", "max_tokens": 1500, "logit_bias": NO_EOS}
+    answer: list[httpx.Response] = []
+    sender = threading.Thread(
+        target=lambda: answer.append(post(app, "/v1/completions", json=body)), daemon=True
     )
+    sender.start()
+    assert wait_until(lambda: app.in_flight(SMOLLM2) == 1)
+    time.sleep(1.0)  # the request has reached the engine (1500 tokens take 15 s or more)
+    assert app.in_flight(SMOLLM2) == 1, "the request ended before the engine was killed"
+    crashable.kill_engine()
+    sender.join(60)
+    (response,) = answer
     assert response.status_code == 502
     error = error_of(response)
     assert error["code"] == "upstream_failed"
@@ -104,8 +126,6 @@ def test_unreachable_instance_is_503() -> None:
 
 
 def test_body_over_the_limit_is_413(llama_engine: str) -> None:
-    from tests.fixtures.http import smollm2_registry
-
     settings = Settings(port=free_port(), max_body_bytes=1000)
     with serve_in_thread(smollm2_registry(llama_engine), settings) as app:
         big = {**CHAT, "messages": [{"role": "user", "content": "x" * 2000}]}

@@ -110,7 +110,7 @@ def with_metrics_engine(llama_engine: str) -> Iterator[RunningApp]:
 def test_engine_metrics_are_reexposed_with_a_model_label(with_metrics_engine: RunningApp) -> None:
     text = httpx.get(with_metrics_engine.base_url + "/metrics").text
     assert 'vllm:num_requests_running{model="tiny"} 3.0' in text
-    # llama-cpp-python's server has no /metrics: skipped, not an error
+    # the llama.cpp engine has no /metrics (404): skipped, not an error
     assert 'mr_engine_scrape_errors_total{model="smollm2"}' not in text
 
 

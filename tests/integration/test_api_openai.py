@@ -1,4 +1,4 @@
-"""The official openai client against the app in front of a real llama.cpp engine."""
+"""The official openai client against the app in front of the product's llama.cpp engine."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from modelrunner.registry import Endpoint, Registry, ServedModel
+from tests.fixtures.engines import LoopThread
 from tests.fixtures.http import (
     SMOLLM2,
     SMOLLM2_ALIAS,
     RunningApp,
-    llama_cpp_server,
     serve_in_thread,
+    smollm2_instance,
 )
 
 pytestmark = pytest.mark.engine
@@ -79,15 +80,14 @@ def test_models_list_and_retrieve(api: RunningApp) -> None:
 
 @pytest.fixture(scope="module")
 def embedding_app(
-    smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+    loop_thread: LoopThread, smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningApp]:
-    log = tmp_path_factory.mktemp("embed") / "llama-embed.log"
-    with llama_cpp_server(smollm2_gguf, log, "--embedding", "True") as base_url:
+    log_dir = tmp_path_factory.mktemp("embed")
+    name = "smollm2-embed"
+    with smollm2_instance(loop_thread, smollm2_gguf, log_dir, name, embeddings=True) as smol:
         registry = Registry()
         registry.publish(
-            ServedModel(
-                "smollm2-embed", "llama.cpp", endpoint=Endpoint("e1", "llama.cpp", base_url)
-            )
+            ServedModel(name, "llama.cpp", endpoint=Endpoint("e1", "llama.cpp", smol.base_url))
         )
         with serve_in_thread(registry) as running:
             yield running
@@ -99,4 +99,9 @@ def test_embeddings(embedding_app: RunningApp) -> None:
     )
     answer = client.embeddings.create(model="smollm2-embed", input=["a cat", "a dog"])
     assert len(answer.data) == 2
-    assert answer.data[0].embedding  # this engine returns one vector per token (no pooling)
+    assert answer.data[0].embedding
+    # One pooled vector per input (the engine mean-pools a chat model's per-token vectors).
+    first, second = (item.embedding for item in answer.data)
+    assert len(first) == len(second) == 576  # SmolLM2-135M's hidden size
+    assert all(isinstance(x, float) for x in first)
+    assert first != second

@@ -26,7 +26,7 @@ def mr_run(
 
 
 def test_one_shot_prompt_streams_an_answer(api: RunningApp) -> None:
-    done = mr_run(api, SMOLLM2, "Say", "hello")
+    done = mr_run(api, SMOLLM2, "What", "is", "2+2?")  # SmolLM2 can ramble on "Say hello"
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
 
