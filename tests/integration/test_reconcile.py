@@ -246,8 +246,6 @@ def test_lazy_load_on_first_request_and_unload_after_keep_alive(
     assert len(_children(server.process.pid)) == 1
 
     # keep_alive: 2s of idleness unloads it again, and frees the process.
-    server.wait_for(
-        "the unload", lambda: server.status()["smol"]["phase"] == "standby", timeout=30
-    )
+    server.wait_for("the unload", lambda: server.status()["smol"]["phase"] == "standby", timeout=30)
     server.wait_for("the engine to exit", lambda: _children(server.process.pid) == [], 30)
     assert loaded["instance"]

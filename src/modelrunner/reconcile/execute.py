@@ -17,9 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import msgspec
+from typing import TYPE_CHECKING
 
 from modelrunner import reference
 from modelrunner.errors import ModelRunnerError
@@ -29,8 +27,9 @@ from modelrunner.manifest.spec import duration_seconds
 from modelrunner.model_files import ModelFiles, from_local_path
 from modelrunner.reconcile.desired import Desired, DesiredState, desired_state
 from modelrunner.reconcile.plan import Action, Observed, plan, plan_one
+from modelrunner.reconcile.statusbook import StatusBook
 from modelrunner.registry import Endpoint, Registry, ServedModel
-from modelrunner.status import ModelStatus, Phase
+from modelrunner.status import ModelStatus
 
 if TYPE_CHECKING:
     from modelrunner.engines.process import EngineProcess
@@ -46,13 +45,6 @@ InstanceFactory = Callable[..., "EngineProcess"]
 
 def _preload(spec: ModelManifest) -> bool:
     return spec.preload is not False
-
-
-class _Keep:
-    """Leave a status field as it is."""
-
-
-_KEEP = _Keep()
 
 
 @dataclass
@@ -94,7 +86,7 @@ class Reconciler:
             instance_factory = create_instance
         self._create_instance = instance_factory
         self._applied: dict[str, _Applied] = {}
-        self._status: dict[str, ModelStatus] = {}
+        self._book = StatusBook(metrics)
         self._targets: dict[str, Desired | None] = {}
         self._held: frozenset[str] = frozenset()
         self._retry: set[str] = set()
@@ -147,7 +139,7 @@ class Reconciler:
             detail = "; ".join(errors[:3]) + (
                 f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
             )
-            self._set_status(name, last_error=f"manifest invalid, last good state kept: {detail}")
+            self._book.update(name, last_error=f"manifest invalid, last good state kept: {detail}")
 
     # -- workers ----------------------------------------------------------------
     def _wake(self, name: str) -> None:
@@ -210,7 +202,7 @@ class Reconciler:
         if action.kind == "update" and old is not None and old.standby:
             self._applied[action.name] = _Applied(desired, files=old.files, standby=True)
             self._publish_standby(desired.spec, "is not loaded; loading it now")
-            self._set_status(action.name, desired=desired, last_error=None)
+            self._book.update(action.name, desired=desired, last_error=None)
             if _preload(desired.spec):
                 self._load.add(action.name)
             return True
@@ -219,7 +211,7 @@ class Reconciler:
                 desired, old.instance, old.endpoint, old.files, failed=False
             )
             self._publish(desired.spec, old.endpoint, old.files)
-            self._set_status(action.name, desired=desired, last_error=None)
+            self._book.update(action.name, desired=desired, last_error=None)
             return True
         return await self._start(action, desired, old)
 
@@ -229,11 +221,11 @@ class Reconciler:
         serving_old = old is not None and old.endpoint is not None and not old.failed
         try:
             if not reference.is_local_path(spec.model):
-                self._set_status(name, phase="pulling", desired=desired, keep=serving_old)
+                self._book.update(name, phase="pulling", desired=desired, while_serving=serving_old)
             files = await self._resolve(desired, pull=action.pull)
             if not _preload(spec) and not serving_old:
                 return await self._go_standby(desired, files, old)
-            self._set_status(name, phase="starting", desired=desired, keep=serving_old)
+            self._book.update(name, phase="starting", desired=desired, while_serving=serving_old)
             instance = self._create_instance(
                 spec, files, self.settings, on_state_change=self._on_instance_state
             )
@@ -251,8 +243,14 @@ class Reconciler:
         if files.digest:
             self._pin(files.digest)
         self._publish(spec, endpoint, files)  # from here on, new requests go to the new one
-        self._set_status(
-            name, phase="ready", desired=desired, last_error=None, instance=instance, ready=True
+        self._book.update(
+            name,
+            phase="ready",
+            desired=desired,
+            last_error=None,
+            instance=instance,
+            digest=files.digest,
+            ready=True,
         )
         if old is not None:
             await self._drain_and_stop(name, old)
@@ -263,7 +261,14 @@ class Reconciler:
         name = desired.spec.name
         self._applied[name] = _Applied(desired, files=files, standby=True)
         self._publish_standby(desired.spec, "is not loaded (preload: false); loading it now")
-        self._set_status(name, phase="standby", desired=desired, last_error=None)
+        self._book.update(
+            name,
+            phase="standby",
+            desired=desired,
+            last_error=None,
+            instance=None,
+            digest=files.digest,
+        )
         if old is not None:
             await self._drain_and_stop(name, old)
         return True
@@ -281,7 +286,7 @@ class Reconciler:
 
     async def _start_loaded(self, name: str, applied: _Applied) -> None:
         assert applied.files is not None
-        self._set_status(name, phase="starting")
+        self._book.update(name, phase="starting")
         instance: EngineProcess | None = None
         try:
             instance = self._create_instance(
@@ -296,7 +301,7 @@ class Reconciler:
                 with contextlib.suppress(Exception):
                     await instance.stop()
             self._publish_standby(applied.desired.spec, f"failed to load: {exc}; retrying")
-            self._set_status(name, phase="standby", last_error=f"failed to load: {exc}")
+            self._book.update(name, phase="standby", last_error=f"failed to load: {exc}")
             return
         endpoint = Endpoint(instance.instance_id, instance.engine, instance.base_url)
         loaded = _Applied(applied.desired, instance, endpoint, applied.files)
@@ -304,14 +309,21 @@ class Reconciler:
         if applied.files.digest:
             self._pin(applied.files.digest)
         self._publish(applied.desired.spec, endpoint, applied.files)
-        self._set_status(name, phase="ready", last_error=None, instance=instance, ready=True)
+        self._book.update(
+            name,
+            phase="ready",
+            last_error=None,
+            instance=instance,
+            digest=applied.files.digest,
+            ready=True,
+        )
 
     async def _to_standby(self, name: str, applied: _Applied) -> None:
         """Unload an instance idle for longer than its keep_alive."""
         log.info("%s: idle longer than keep_alive; unloading", name)
         self._applied[name] = _Applied(applied.desired, files=applied.files, standby=True)
         self._publish_standby(applied.desired.spec, "was unloaded after keep_alive; loading it now")
-        self._set_status(name, phase="standby")
+        self._book.update(name, phase="standby", instance=None)
         await self._drain_and_stop(name, applied)
 
     def _request_load(self, name: str) -> None:
@@ -356,7 +368,7 @@ class Reconciler:
             self.metrics.reconcile_errors.inc()
         if old is not None and old.endpoint is not None and not old.failed:
             # Keep serving the last good instance; report why the change did not apply.
-            self._set_status(
+            self._book.update(
                 name,
                 phase="ready",
                 last_error=f"change from {desired.file} not applied: {error}; "
@@ -373,7 +385,7 @@ class Reconciler:
                 unavailable_reason=f"failed to start: {error}",
             )
         )
-        self._set_status(name, phase="failed", desired=desired, last_error=error)
+        self._book.update(name, phase="failed", desired=desired, last_error=error, instance=None)
         return False
 
     async def _resolve(self, desired: Desired, *, pull: bool) -> ModelFiles:
@@ -397,13 +409,11 @@ class Reconciler:
 
     async def _retire(self, name: str, old: _Applied) -> None:
         self.registry.withdraw(name)  # new requests get 404 from now on
-        self._set_status(name, phase="draining")
+        self._book.update(name, phase="draining")
         await self._drain_and_stop(name, old)
         self._applied.pop(name, None)
-        self._status.pop(name, None)
+        self._book.remove(name)
         self._targets.pop(name, None)
-        if self.metrics is not None:
-            self.metrics.forget_model(name)
 
     async def _drain_and_stop(self, name: str, old: _Applied) -> None:
         if old.endpoint is not None and not await old.endpoint.drained(self.settings.drain_timeout):
@@ -429,7 +439,7 @@ class Reconciler:
                 endpoint = Endpoint(instance.instance_id, instance.engine, instance.base_url)
                 applied.endpoint = endpoint
                 self._publish(applied.desired.spec, endpoint, applied.files)
-                self._set_status(name, phase="ready", last_error=None)
+                self._book.update(name, phase="ready", last_error=None)
             elif state in ("starting", "failed"):
                 applied.endpoint = None
                 reason = instance.reason or "engine process exited"
@@ -444,7 +454,7 @@ class Reconciler:
                     )
                 )
                 applied.failed = state == "failed"
-                self._set_status(name, phase=state, last_error=reason)
+                self._book.update(name, phase=state, last_error=reason)
             return
 
     # -- routing and status -----------------------------------------------------
@@ -473,53 +483,8 @@ class Reconciler:
             )
         )
 
-    def _set_status(
-        self,
-        name: str,
-        *,
-        phase: Phase | None = None,
-        desired: Desired | None = None,
-        last_error: str | _Keep | None = _KEEP,
-        instance: EngineProcess | None = None,
-        ready: bool = False,
-        keep: bool = False,
-    ) -> None:
-        """Update one model's status; ``keep`` leaves the phase of a model still serving."""
-        now = time.time()
-        current = self._status.get(name) or ModelStatus(name=name, updated_at=now)
-        changes: dict[str, Any] = {}
-        if phase is not None and not (keep and current.phase == "ready"):
-            changes["phase"] = phase
-            changes["updated_at"] = now
-        if desired is not None and not keep:
-            spec = desired.spec
-            changes.update(
-                aliases=spec.aliases,
-                engine=spec.declared_engine,
-                file=desired.file,
-                content_hash=desired.content_hash,
-                reference=spec.model,
-                in_place_key=desired.keys.in_place,
-                restart_key=desired.keys.restart,
-                pull_key=desired.keys.pull,
-            )
-        if not isinstance(last_error, _Keep):
-            changes["last_error"] = last_error
-        if instance is not None:
-            changes["instance"] = instance.instance_id
-            changes["engine"] = instance.engine
-            applied = self._applied.get(name)
-            if applied is not None and applied.files is not None:
-                changes["digest"] = applied.files.digest
-        if ready:
-            changes["ready_at"] = now
-        updated = msgspec.structs.replace(current, **changes)
-        self._status[name] = updated
-        if self.metrics is not None:
-            self.metrics.instance_state(name, updated.phase)
-
     def snapshot(self) -> list[ModelStatus]:
-        return [self._status[name] for name in sorted(self._status)]
+        return self._book.snapshot()
 
     def problems(self) -> list[Problem]:
         return list(self._problems)
@@ -533,7 +498,7 @@ class Reconciler:
                 served = self.registry.lookup(name)
             except ModelRunnerError:
                 return False
-            status = self._status.get(served.name)
+            status = self._book.get(served.name)
             if served.endpoint is None and not (status and status.phase == "standby"):
                 return False
         return True
