@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,6 +44,34 @@ def _disk_error(exc: OSError, path: Path) -> StoreError:
     return StoreError(f"{path}: {exc.strerror or exc}")
 
 
+class _HashThread:
+    """sha256 in a second thread, so hashing a chunk overlaps reading the next one from the
+    network (hashlib and file writes release the GIL): a pull then runs at the speed of the
+    slower of the two instead of their sum."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._run, name="blob-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.stop()
+        return self._hash.hexdigest()
+
+
 class BlobWriter:
     """Appends to a partial file while hashing; ``commit`` verifies and renames it into place."""
 
@@ -50,7 +79,7 @@ class BlobWriter:
         self.digest, self.size, self.where = digest, size, where
         self.store = store
         self.partial = store.incoming / f"{_hex(digest)}.partial"
-        self._hash = hashlib.sha256()
+        self._hash = _HashThread()
         self.offset = 0
         self.resumed_from = 0
         if self.partial.exists():
@@ -72,7 +101,8 @@ class BlobWriter:
         """Throw away what was written (the server ignored our Range and sent it all)."""
         self._file.seek(0)
         self._file.truncate()
-        self._hash = hashlib.sha256()
+        self._hash.stop()
+        self._hash = _HashThread()
         self.offset = self.resumed_from = 0
 
     def write(self, chunk: bytes) -> None:
@@ -85,13 +115,14 @@ class BlobWriter:
         try:
             self._file.write(chunk)
         except OSError as exc:
-            self._file.close()
+            self.close()
             raise _disk_error(exc, self.partial) from None
         self._hash.update(chunk)
         self.offset += len(chunk)
 
     def close(self) -> None:
         """Stop writing but keep the partial file, so the next attempt resumes."""
+        self._hash.stop()
         with contextlib.suppress(OSError):
             self._file.close()
 
