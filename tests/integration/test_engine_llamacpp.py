@@ -141,6 +141,25 @@ def test_bad_request_is_an_openai_error(smol: EngineProcess) -> None:
     assert response.json()["error"]["param"] == "messages"
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("max_tokens", "many", "max_tokens must be an integer, got 'many'"),
+        ("max_tokens", 2.5, "max_tokens must be an integer, got 2.5"),
+        ("temperature", "hot", "temperature must be a number, got 'hot'"),
+        ("seed", True, "seed must be an integer, got True"),
+    ],
+)
+def test_badly_typed_sampling_field_is_a_400(
+    smol: EngineProcess, field: str, value: object, expected: str
+) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], field: value}
+    response = httpx.post(smol.base_url + CHAT, json=body, timeout=10)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["message"]) == (field, expected)
+
+
 def test_log_file_captures_the_engine(smol: EngineProcess) -> None:
     text = smol.log_path.read_text()
     assert "llamacpp_server" in text  # the start line with the command

@@ -144,8 +144,30 @@ def mean_pooled(embedding: list[Any]) -> list[float]:
     return [sum(row[i] for row in embedding) / len(embedding) for i in range(width)]
 
 
+# The types OpenAI documents for the numeric sampling fields; anything else is the client's
+# mistake (400), not an engine failure (500).
+_NUMBER: Final = (int, float)
+_FIELD_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "min_p": _NUMBER,
+    "typical_p": _NUMBER,
+    "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER,
+    "repeat_penalty": _NUMBER,
+    "top_k": (int,),
+    "seed": (int,),
+    "max_tokens": (int,),
+}
+
+
 def _pick(body: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
     kwargs = {name: body[name] for name in names if body.get(name) is not None}
+    for name, value in kwargs.items():
+        types = _FIELD_TYPES.get(name)
+        if types and (isinstance(value, bool) or not isinstance(value, types)):
+            expected = "an integer" if types == (int,) else "a number"
+            raise RequestError(400, f"{name} must be {expected}, got {value!r}", name)
     if "logit_bias" in kwargs:
         try:
             kwargs["logit_bias"] = {int(k): float(v) for k, v in kwargs["logit_bias"].items()}
