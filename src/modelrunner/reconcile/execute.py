@@ -187,6 +187,11 @@ class Reconciler:
                 worker.busy = worker.wake.is_set()
                 if not any(w.busy for w in self._workers.values()):
                     self._idle.set()
+            if not worker.busy and self._targets.get(name) is None and name not in self._applied:
+                # Retired and nothing asked for since: this worker's job is over.
+                if self._workers.get(name) is worker:
+                    del self._workers[name]
+                return
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Until every worker has applied what the last pass asked for."""
