@@ -113,6 +113,10 @@ class Reconciler:
         for name in sorted(set(self._targets) | set(state.models)):
             if name not in state.held:
                 self._targets[name] = state.models.get(name)
+        # A None target is kept only while something of that model still has to go.
+        self._targets = {
+            n: d for n, d in self._targets.items() if d is not None or n in self._applied
+        }
         self._mark_held(state)
         for action in actions:
             if action.kind in ("noop", "hold"):
