@@ -1,19 +1,18 @@
 """The streaming forwarder: one request in, the same bytes to the engine, its answer back.
 
-``Forwarder`` owns the shared ``httpx.AsyncClient`` set (opened and closed by its
-``lifespan``). Each proxied request is a ``ProxyCall``, a plain ASGI app the route handler
-returns: it resolves the model, holds its endpoint's in-flight slot for the whole answer,
-relays server-sent events chunk by chunk as they arrive, and cancels the upstream request
-(closing its connection) as soon as the client disconnects.
+``Forwarder`` owns the upstream connection pool (opened and closed by its ``lifespan``).
+Each proxied request is a ``ProxyCall``, a plain ASGI app: it resolves the model, holds its
+endpoint's in-flight slot for the whole answer, relays server-sent events chunk by chunk as
+they arrive, and cancels the upstream request (closing its connection) as soon as the client
+disconnects.
 
-httpx errors become the project's own here: an instance that cannot be reached is
+Upstream failures become the project's own here: an instance that cannot be reached is
 ``ModelUnavailable`` (503, retry), one that fails while answering is ``UpstreamFailed`` (502).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +25,8 @@ import msgspec
 from modelrunner.errors import ModelRunnerError, ModelUnavailable, UpstreamFailed
 from modelrunner.http.errors import Problem, from_exception, from_upstream, problem
 from modelrunner.http.routing import check_engine
+from modelrunner.http.upstream_conn import CannotConnect, UpstreamError
+from modelrunner.http.upstream_pool import UpstreamPool, UpstreamResponse
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Endpoint, Registry, ServedModel
 
@@ -33,15 +34,11 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import Receive, Scope, Send
 
-_UPSTREAM_HEADERS: Final = {"content-type": "application/json", "accept-encoding": "identity"}
 _STREAM_HEADERS: Final = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 # Generation can be slow between chunks (or before a whole non-streamed answer).
-_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=60.0)
-_LIMITS: Final = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-# httpcore's pool scans every connection of a client for each request it assigns, so one
-# client's cost per request grows with concurrency (measured: 1570 rps at 1 in flight,
-# 1010 at 32). Requests are spread over a few clients, each with a short list to scan.
-_CLIENTS: Final = 8
+_CONNECT_TIMEOUT: Final = 5.0
+_READ_TIMEOUT: Final = 600.0
+_SCRAPE_TIMEOUT: Final = httpx.Timeout(10.0)
 CLIENT_CLOSED: Final = 499  # nginx's status for "the client went away first" (metrics only)
 
 
@@ -51,30 +48,36 @@ class Forwarder:
     def __init__(self, registry: Registry, metrics: Metrics) -> None:
         self.registry = registry
         self.metrics = metrics
-        self._clients: tuple[httpx.AsyncClient, ...] = ()
-        self._next = 0
+        self._pool: UpstreamPool | None = None
+        self._client: httpx.AsyncClient | None = None
 
     @asynccontextmanager
     async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
-        # httpx logs every request at INFO: far too loud (and slow) on the hot path.
+        # httpx logs every request at INFO: too loud for the engines' /metrics scrapes.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        async with contextlib.AsyncExitStack() as stack:
-            clients = [httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS) for _ in range(_CLIENTS)]
-            for client in clients:
-                await stack.enter_async_context(client)
-            self._clients = tuple(clients)
-            try:
+        self._pool = UpstreamPool(_CONNECT_TIMEOUT, _READ_TIMEOUT)
+        try:
+            async with httpx.AsyncClient(timeout=_SCRAPE_TIMEOUT) as client:
+                self._client = client
                 yield
-            finally:
-                self._clients = ()
+        finally:
+            self._client = None
+            self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> UpstreamPool:
+        """The proxied requests' connections to the engines."""
+        if self._pool is None:
+            raise ModelUnavailable("The server is starting or shutting down", retry_after=1.0)
+        return self._pool
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """The next shared client (round robin)."""
-        if not self._clients:
+        """For the engines' /metrics (not the proxied requests: see ``pool``)."""
+        if self._client is None:
             raise ModelUnavailable("The server is starting or shutting down", retry_after=1.0)
-        self._next = (self._next + 1) % len(self._clients)
-        return self._clients[self._next]
+        return self._client
 
     def call(self, op: str, segment: str | None, model: str, body: bytes, query: str) -> ProxyCall:
         return ProxyCall(self, op, segment, model, body, query)
@@ -143,52 +146,49 @@ class ProxyCall:
                 return
 
     async def _forward(self, model: ServedModel, endpoint: Endpoint, send: Send) -> int:
-        client = self._fw.client
+        pool = self._fw.pool
         where = (
             f"POST /v1/{self._op} for model '{model.name}' "
             f"({endpoint.engine} instance {endpoint.instance_id} at {endpoint.base_url})"
         )
-        url = f"{endpoint.base_url}/v1/{self._op}"
-        if self._query:
-            url = f"{url}?{self._query}"
-        request = client.build_request("POST", url, content=self._body, headers=_UPSTREAM_HEADERS)
+        target = f"/v1/{self._op}?{self._query}" if self._query else f"/v1/{self._op}"
         try:
-            response = await client.send(request, stream=True)
-        except httpx.ConnectError as exc:
+            response = await pool.post(endpoint.base_url, target, self._body)
+        except CannotConnect as exc:
             raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamFailed(f"The engine failed on {where}: {_describe(exc)}") from None
+        except UpstreamError as exc:
+            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
         try:
-            if response.status_code >= 400:
+            if response.status >= 400:
                 body = await self._read(response, where)
-                found = from_upstream(response.status_code, body, where)
+                found = from_upstream(response.status, body, where)
                 await self._send_problem(send, found)
                 return found.status
-            content_type = response.headers.get("content-type", "application/json")
+            content_type = response.content_type or "application/json"
             if content_type.startswith("text/event-stream"):
                 return await self._relay_stream(response, content_type, model.name, where, send)
             body = await self._read(response, where)
-            await send(_start(response.status_code, content_type, len(body)))
+            await send(_start(response.status, content_type, len(body)))
             self.finished = True
             await send({"type": "http.response.body", "body": body, "more_body": False})
             self._count_tokens(model.name, usage_of_json(body))
-            return response.status_code
+            return response.status
         finally:
-            await response.aclose()
+            response.close()
 
     async def _relay_stream(
-        self, response: httpx.Response, content_type: str, model: str, where: str, send: Send
+        self, response: UpstreamResponse, content_type: str, model: str, where: str, send: Send
     ) -> int:
-        await send(_start(response.status_code, content_type, None, _STREAM_HEADERS))
-        status = response.status_code
+        await send(_start(response.status, content_type, None, _STREAM_HEADERS))
+        status = response.status
         try:
-            async for chunk in response.aiter_raw():
+            while (chunk := await response.chunk()) is not None:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if b'"usage"' in chunk:
                     self._count_tokens(model, usage_of_sse(chunk))
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             # The status line is gone: say it the way OpenAI streams say it.
-            found = problem(502, f"The engine failed mid-stream on {where}: {_describe(exc)}",
+            found = problem(502, f"The engine failed mid-stream on {where}: {exc}",
                             code="upstream_failed")  # fmt: skip
             error_event = b"data: " + found.encode() + b"\n\n"
             await send({"type": "http.response.body", "body": error_event, "more_body": True})
@@ -197,11 +197,11 @@ class ProxyCall:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return status
 
-    async def _read(self, response: httpx.Response, where: str) -> bytes:
+    async def _read(self, response: UpstreamResponse, where: str) -> bytes:
         try:
-            return await response.aread()
-        except httpx.HTTPError as exc:
-            raise UpstreamFailed(f"The engine failed on {where}: {_describe(exc)}") from None
+            return await response.read()
+        except UpstreamError as exc:
+            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
 
     async def _send_problem(self, send: Send, found: Problem) -> None:
         body = found.encode()
@@ -226,11 +226,6 @@ def _start(
     if length is not None:
         headers.append((b"content-length", str(length).encode()))
     return {"type": "http.response.start", "status": status, "headers": headers}
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # -- token usage, read cheaply from answers ---------------------------------------------
