@@ -23,6 +23,7 @@ from litestar.types import Method
 from modelrunner import __version__
 from modelrunner.http.admin import admin_handlers
 from modelrunner.http.errors import exception_handler
+from modelrunner.http.fast_path import FastPath
 from modelrunner.http.keys import KeyCheck, check_settings
 from modelrunner.http.openai_routes import openai_handlers
 from modelrunner.http.upstream import Forwarder
@@ -45,6 +46,7 @@ def create_app(
     (see ``keys.check_settings``)."""
     keys = KeyCheck(check_settings(settings))
     forwarder = Forwarder(registry, metrics)
+    fast = FastPath(forwarder, keys, settings.max_body_bytes)
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -68,7 +70,7 @@ def create_app(
         ),
     )
     return Litestar(
-        route_handlers=[*openai_handlers(forwarder), *admin_handlers(forwarder, status)],
+        route_handlers=[*openai_handlers(forwarder, fast), *admin_handlers(forwarder, status)],
         lifespan=[forwarder.lifespan, *lifespan],
         guards=[_require_key(keys)] if keys.enabled else [],
         exception_handlers={Exception: exception_handler},

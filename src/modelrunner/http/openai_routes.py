@@ -24,6 +24,7 @@ from modelrunner.http.bodies import (
     ModelObject,
 )
 from modelrunner.http.errors import ErrorBody
+from modelrunner.http.fast_path import FastPath
 from modelrunner.http.routing import check_engine, model_list, model_object, unknown_engine_message
 from modelrunner.http.upstream import Forwarder
 
@@ -76,7 +77,7 @@ def checked_segment(engine: str) -> str | None:
     return engine
 
 
-def openai_handlers(fw: Forwarder) -> list[HTTPRouteHandler]:
+def openai_handlers(fw: Forwarder, fast: FastPath) -> list[HTTPRouteHandler]:
     async def proxy(op: str, request: Request[Any, Any, Any], model: str, engine: str) -> ASGIApp:
         segment = checked_segment(engine)
         body = await request.body()
@@ -89,6 +90,7 @@ def openai_handlers(fw: Forwarder) -> list[HTTPRouteHandler]:
         status_code=200,
         description=_PROXY_RESPONSES,
         responses=PROXY_ERRORS,
+        middleware=[fast.middleware("chat/completions", ChatCompletionRequest)],
     )
     async def chat_completions(
         request: Request[Any, Any, Any], data: ChatCompletionRequest, engine: EngineParam = ""
@@ -102,6 +104,7 @@ def openai_handlers(fw: Forwarder) -> list[HTTPRouteHandler]:
         status_code=200,
         description=_PROXY_RESPONSES,
         responses=PROXY_ERRORS,
+        middleware=[fast.middleware("completions", CompletionRequest)],
     )
     async def completions(
         request: Request[Any, Any, Any], data: CompletionRequest, engine: EngineParam = ""
@@ -115,6 +118,7 @@ def openai_handlers(fw: Forwarder) -> list[HTTPRouteHandler]:
         status_code=200,
         description=_PROXY_RESPONSES,
         responses=PROXY_ERRORS,
+        middleware=[fast.middleware("embeddings", EmbeddingRequest)],
     )
     async def embeddings(
         request: Request[Any, Any, Any], data: EmbeddingRequest, engine: EngineParam = ""
@@ -128,6 +132,7 @@ def openai_handlers(fw: Forwarder) -> list[HTTPRouteHandler]:
         status_code=200,
         description=_PROXY_RESPONSES,
         responses=PROXY_ERRORS,
+        middleware=[fast.middleware("images/generations", ImageRequest)],
     )
     async def images(
         request: Request[Any, Any, Any], data: ImageRequest, engine: EngineParam = ""
