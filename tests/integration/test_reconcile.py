@@ -38,6 +38,13 @@ def test_drop_a_manifest_and_the_model_answers(
     assert ask(server, "tiny")
     readyz = httpx.get(f"{server.url}/readyz", timeout=5)
     assert readyz.status_code == 200
+    # `mr logs` finds the instance serving the alias and prints its log.
+    logs = subprocess.run(
+        [sys.executable, "-m", "modelrunner", "logs", "tiny", "--url", server.url],
+        capture_output=True, text=True, env=server.env,
+    )  # fmt: skip
+    assert logs.returncode == 0, logs.stderr
+    assert "serving on http://127.0.0.1:" in logs.stdout
 
 
 def test_restart_class_change_under_load_drops_no_request(

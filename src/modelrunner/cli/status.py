@@ -32,6 +32,18 @@ def register(subparsers: Any) -> None:
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(run=run_plan)
 
+    logs = subparsers.add_parser(
+        "logs",
+        help="an engine instance's log",
+        description="Print the log of the instance serving MODEL (a name or alias, asked of "
+        "the running server), or of an instance id. Logs live in MR_LOG_DIR.",
+    )
+    logs.add_argument("model", metavar="MODEL", help="a served model, or an instance id")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0: all)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--url", help="server URL (default http://$MR_HOST:$MR_PORT)")
+    logs.set_defaults(run=run_logs)
+
 
 def _fetch_status(url: str | None) -> tuple[str, list[dict[str, Any]] | None, str | None]:
     import os
@@ -139,3 +151,37 @@ def run_plan(args: argparse.Namespace) -> int:
     if result.errors:
         return 1
     return 2 if pending else 0
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    import time
+
+    from modelrunner.settings import from_env
+
+    log_dir = from_env().log_dir
+    instance = args.model
+    _, models, _ = _fetch_status(args.url)
+    for model in models or []:
+        if args.model == model["name"] or args.model in (model.get("aliases") or []):
+            instance = model.get("instance")
+            if not instance:
+                print(f"mr logs: {model['name']} has no instance now ({model['phase']})")
+                return 1
+    path = log_dir / f"{instance}.log"
+    if not path.is_file():
+        known = sorted(p.stem for p in log_dir.glob("*.log")) if log_dir.is_dir() else []
+        hint = f"; instances with logs: {', '.join(known)}" if known else ""
+        print(f"mr logs: no log for {args.model!r} in {log_dir}{hint}", file=sys.stderr)
+        return 1
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        lines = handle.readlines()
+        shown = lines[-args.lines :] if args.lines > 0 else lines
+        sys.stdout.writelines(shown)
+        while args.follow:
+            line = handle.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+    return 0
