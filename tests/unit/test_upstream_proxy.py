@@ -14,16 +14,21 @@ from modelrunner.registry import Endpoint, Registry, ServedModel
 from tests.unit.test_upstream_pool import CHUNKED, PLAIN, Engine, Handler, scripted
 
 
-def proxied(url: str) -> tuple[int, dict[bytes, bytes], bytes, Forwarder]:
-    """POST /v1/completions for model "m" served at ``url``: status, headers, body."""
+def proxied(
+    url: str, leave_after: float | None = None
+) -> tuple[int, dict[bytes, bytes], bytes, Forwarder]:
+    """POST /v1/completions for model "m" served at ``url``: status, headers, body. The
+    client disconnects after ``leave_after`` seconds if given."""
     registry = Registry()
     registry.publish(ServedModel("m", "llama.cpp", endpoint=Endpoint("m-1", "llama.cpp", url)))
     fw = Forwarder(registry, Metrics())
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()  # the client never leaves
-        raise AssertionError
+        if leave_after is None:
+            await asyncio.Event().wait()  # the client never leaves
+        await asyncio.sleep(leave_after or 0)
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -34,6 +39,8 @@ def proxied(url: str) -> tuple[int, dict[bytes, bytes], bytes, Forwarder]:
             await call(cast(Any, {"type": "http"}), cast(Any, receive), cast(Any, send))
 
     asyncio.run(main())
+    if not sent:
+        return 0, {}, b"", fw
     start, *bodies = sent
     body = b"".join(m["body"] for m in bodies)
     return start["status"], dict(start["headers"]), body, fw
@@ -97,3 +104,29 @@ def test_nothing_listening_is_503_with_retry_after() -> None:
     assert json.loads(body)["error"]["message"].startswith(
         "Cannot reach the engine for POST /v1/completions for model 'm'"
     )
+
+
+def test_client_leaving_closes_the_engine_connection() -> None:
+    closed = asyncio.Event()
+
+    def make(eng: Engine) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await eng.read_request(reader)
+            writer.write(CHUNKED[: CHUNKED.index(b"8\r\ndata: 2")])  # then generates on
+            await writer.drain()
+            if await reader.read() == b"":  # mr closed the connection: stop generating
+                closed.set()
+
+        return handle
+
+    async def main() -> tuple[int, bytes, Forwarder]:
+        async with scripted(make) as eng:
+            status, _, body, fw = await asyncio.to_thread(proxied, eng.url, 0.2)
+            await asyncio.wait_for(closed.wait(), 5)
+            return status, body, fw
+
+    status, body, fw = asyncio.run(main())
+    assert (status, body) == (200, b"data: 1\n")  # the stream was cut where the client left
+    assert fw.registry.lookup("m").endpoint.in_flight == 0  # type: ignore[union-attr]
+    text = fw.metrics.exposition().decode()
+    assert 'mr_requests_total{model="m",route="completions",status="499"} 1.0' in text
