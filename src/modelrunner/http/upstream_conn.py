@@ -12,6 +12,7 @@ Timeouts: one timer per answer fails it after ``read_timeout`` seconds without a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Final, cast
 
 from modelrunner.http.upstream_parse import MalformedResponse, ResponseParser
@@ -33,7 +34,10 @@ class BrokenAnswer(UpstreamError):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float, key: str) -> None:
+        self.key = key  # the engine's address, for the pool
+        # Called when the engine closes the connection while it is idle (the pool drops it).
+        self.on_idle_close: Callable[[UpstreamConnection], None] | None = None
         self._loop = loop
         self._read_timeout = read_timeout
         self._transport: asyncio.Transport | None = None
@@ -78,6 +82,8 @@ class UpstreamConnection(asyncio.Protocol):
             )
         self._cancel_timer()
         self._wake()
+        if parser is None and self.on_idle_close is not None:
+            self.on_idle_close(self)
 
     # -- the client's side ----------------------------------------------------------
     def send(self, head: bytes, body: bytes) -> None:

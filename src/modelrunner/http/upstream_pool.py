@@ -23,13 +23,12 @@ _MAX_IDLE: Final = 64  # per address
 class UpstreamResponse:
     """An answer whose status and headers arrived; the body is read with ``chunk``/``read``."""
 
-    __slots__ = ("_conn", "_key", "_pool", "content_type", "status")
+    __slots__ = ("_conn", "_pool", "content_type", "status")
 
     def __init__(
-        self, pool: UpstreamPool, key: str, conn: UpstreamConnection, status: int, ctype: bytes
+        self, pool: UpstreamPool, conn: UpstreamConnection, status: int, ctype: bytes
     ) -> None:
         self._pool = pool
-        self._key = key
         self._conn = conn
         self.status = status
         self.content_type = ctype.decode("latin-1")
@@ -48,7 +47,7 @@ class UpstreamResponse:
         conn = self._conn
         conn.finish()
         if not conn.closed:
-            self._pool.give_back(self._key, conn)
+            self._pool.give_back(conn)
 
 
 class UpstreamPool:
@@ -61,7 +60,7 @@ class UpstreamPool:
         """Send ``POST base_url+target`` with a JSON ``body``; returns once the headers
         arrived. Raises ``CannotConnect`` or ``BrokenAnswer``."""
         netloc = base_url.partition("://")[2]
-        conn = self._reuse(netloc) or await self._connect(base_url)
+        conn = self._reuse(netloc) or await self._connect(base_url, netloc)
         head = request_head(target, netloc, len(body))
         try:
             conn.send(head, body)
@@ -69,21 +68,31 @@ class UpstreamPool:
         except BaseException:
             conn.finish()  # closes it: the answer was not read
             raise
-        return UpstreamResponse(self, netloc, conn, parsed.status, parsed.content_type)
+        return UpstreamResponse(self, conn, parsed.status, parsed.content_type)
 
-    def give_back(self, key: str, conn: UpstreamConnection) -> None:
-        idle = self._idle.setdefault(key, [])
+    def give_back(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.setdefault(conn.key, [])
         if len(idle) < _MAX_IDLE:
+            conn.on_idle_close = self._forget
             idle.append(conn)
         else:
             conn.abort()
 
+    def _forget(self, conn: UpstreamConnection) -> None:
+        """An idle connection the engine closed (e.g. the instance stopped): drop it now, so
+        the addresses of stopped instances do not accumulate."""
+        idle = self._idle.get(conn.key)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self._idle[conn.key]
+
     def close(self) -> None:
         """Close every idle connection (connections in use close when their answer ends)."""
-        for idle in self._idle.values():
+        every, self._idle = self._idle, {}
+        for idle in every.values():
             for conn in idle:
                 conn.abort()
-        self._idle.clear()
 
     def _reuse(self, key: str) -> UpstreamConnection | None:
         idle = self._idle.get(key)
@@ -93,17 +102,20 @@ class UpstreamPool:
         while idle:
             conn = idle.pop()
             if not conn.closed and now - conn.idle_since < _IDLE_TTL:
+                conn.on_idle_close = None
+                if not idle:
+                    del self._idle[key]
                 return conn
             conn.abort()
-        del self._idle[key]  # addresses of stopped instances do not accumulate
+        del self._idle[key]
         return None
 
-    async def _connect(self, base_url: str) -> UpstreamConnection:
+    async def _connect(self, base_url: str, key: str) -> UpstreamConnection:
         url = urlsplit(base_url)
         if url.scheme != "http" or not url.hostname:
             raise CannotConnect(f"unsupported engine address {base_url!r} (expected http://)")
         loop = asyncio.get_running_loop()
-        conn = UpstreamConnection(loop, self._read_timeout)
+        conn = UpstreamConnection(loop, self._read_timeout, key)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await loop.create_connection(lambda: conn, url.hostname, url.port or 80)
