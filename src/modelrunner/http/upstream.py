@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
 
 _STREAM_HEADERS: Final = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
-# Generation can be slow between chunks (or before a whole non-streamed answer).
 _CONNECT_TIMEOUT: Final = 5.0
+# Generation can be slow between chunks (or before a whole non-streamed answer).
 _READ_TIMEOUT: Final = 600.0
 _SCRAPE_TIMEOUT: Final = httpx.Timeout(10.0)
 _WATCH_AFTER: Final = 0.05  # seconds; see _LateWatch
