@@ -247,11 +247,19 @@ class Reconciler:
                 name, desired, old, instance, f"internal error: {exc!r}"
             )
 
+        self._serve(desired, instance, files)
+        if old is not None:
+            await self._drain_and_stop(name, old)
+        return True
+
+    def _serve(self, desired: Desired, instance: EngineProcess, files: ModelFiles) -> None:
+        """Route the model to a ready instance; from here on, new requests go to it."""
+        name = desired.spec.name
         endpoint = Endpoint(instance.instance_id, instance.engine, instance.base_url)
         self._applied[name] = _Applied(desired, instance, endpoint, files)
         if files.digest:
             self._pin(files.digest)
-        self._publish(spec, endpoint, files)  # from here on, new requests go to the new one
+        self._publish(desired.spec, endpoint, files)
         self._book.update(
             name,
             phase="ready",
@@ -261,9 +269,6 @@ class Reconciler:
             digest=files.digest,
             ready=True,
         )
-        if old is not None:
-            await self._drain_and_stop(name, old)
-        return True
 
     async def _go_standby(self, desired: Desired, files: ModelFiles, old: _Applied | None) -> bool:
         """preload: false -- the artifact is in place; the first request starts the engine."""
@@ -312,20 +317,7 @@ class Reconciler:
             self._publish_standby(applied.desired.spec, f"failed to load: {exc}; retrying")
             self._book.update(name, phase="standby", last_error=f"failed to load: {exc}")
             return
-        endpoint = Endpoint(instance.instance_id, instance.engine, instance.base_url)
-        loaded = _Applied(applied.desired, instance, endpoint, applied.files)
-        self._applied[name] = loaded
-        if applied.files.digest:
-            self._pin(applied.files.digest)
-        self._publish(applied.desired.spec, endpoint, applied.files)
-        self._book.update(
-            name,
-            phase="ready",
-            last_error=None,
-            instance=instance,
-            digest=applied.files.digest,
-            ready=True,
-        )
+        self._serve(applied.desired, instance, applied.files)
 
     async def _to_standby(self, name: str, applied: _Applied) -> None:
         """Unload an instance idle for longer than its keep_alive."""
