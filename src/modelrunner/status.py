@@ -6,6 +6,8 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from modelrunner.manifest.problems import Problem
+
 # standby: applied, but not loaded (preload: false, or unloaded after keep_alive idle time);
 # the first request loads it.
 Phase = Literal[
@@ -37,6 +39,10 @@ class StatusSource(Protocol):
     """Read-only view of the reconciler that the HTTP layer needs."""
 
     def snapshot(self) -> list[ModelStatus]: ...
+
+    def problems(self) -> list[Problem]:
+        """Every problem the last pass found in the manifests, located."""
+        ...
 
     def is_ready(self, names: tuple[str, ...] = ()) -> bool:
         """True when every manifest (or each named model) is applied and serving."""

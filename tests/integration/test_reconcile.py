@@ -124,6 +124,18 @@ def test_invalid_manifest_keeps_the_old_model_serving(
     )  # fmt: skip
     assert plan.returncode == 1, plan
     assert "hold" in plan.stdout and "must be >= 1" in plan.stderr
+    # A broken manifest of a model never applied shows in /problems and `mr status`.
+    server.write("new.yaml", "apiVersion: modelrunner/v1\nmodel: ai/x:1\nthreads: 2\n")
+    problems = server.wait_for(
+        "the new problem",
+        lambda: [p for p in httpx.get(f"{server.url}/problems").json() if "new.yaml" in p["file"]],
+    )
+    assert problems[0]["line"] == 3 and "unknown key 'threads'" in problems[0]["message"]
+    status = subprocess.run(
+        [sys.executable, "-m", "modelrunner", "status", "--url", server.url],
+        capture_output=True, text=True, env=server.env,
+    )  # fmt: skip
+    assert "new.yaml:3:1: $.threads: error: unknown key 'threads'" in status.stdout
 
 
 def test_deleting_the_file_retires_only_its_model(

@@ -45,6 +45,24 @@ def register(subparsers: Any) -> None:
     logs.set_defaults(run=run_logs)
 
 
+def _fetch(base: str, path: str) -> list[dict[str, Any]]:
+    """A list the server answers at ``path``, or [] when it cannot."""
+    import os
+
+    import httpx
+
+    from modelrunner.cli.run import api_key
+
+    key = api_key(os.environ)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(f"{base}{path}", headers=headers, timeout=10.0)
+        data: list[dict[str, Any]] = response.json() if response.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return []
+    return data
+
+
 def _fetch_status(url: str | None) -> tuple[str, list[dict[str, Any]] | None, str | None]:
     import os
 
@@ -75,7 +93,6 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     if not models:
         print(f"{base}: no models")
-        return 0
     rows = [("MODEL", "PHASE", "ENGINE", "INSTANCE", "FILE")]
     rows += [
         (
@@ -88,11 +105,17 @@ def run_status(args: argparse.Namespace) -> int:
         for m in models
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
+    for row in rows if models else []:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for m in models:
         if m.get("last_error"):
             print(f"\n{m['name']}: {m['last_error']}")
+    problems = _fetch(base, "/problems")
+    if problems:
+        print("\nmanifest problems:")
+        for p in problems:
+            where = f"{p['file']}:{p['line']}:{p['column']}: {p['path']}"
+            print(f"  {where}: {p['severity']}: {p['message']}")
     return 0
 
 

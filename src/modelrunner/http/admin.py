@@ -1,4 +1,4 @@
-"""Management routes: ``/models`` (Docker Model Runner's listing), ``/status``,
+"""Management routes: ``/models`` (Docker Model Runner's listing), ``/status``, ``/problems``,
 ``/healthz``, ``/readyz`` and ``/metrics``."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from modelrunner.http.bodies import DmrModel, Health, Readiness
 from modelrunner.http.routing import dmr_models, readiness
 from modelrunner.http.upstream import Forwarder
+from modelrunner.manifest.problems import Problem
 from modelrunner.metrics import CONTENT_TYPE, scrape_engines
 from modelrunner.status import ModelStatus, StatusSource
 
@@ -29,6 +30,12 @@ def admin_handlers(fw: Forwarder, status: StatusSource) -> list[HTTPRouteHandler
     async def model_status() -> list[ModelStatus]:
         """The reconciler's view of every model: phase, instance, last error."""
         return status.snapshot()
+
+    @get("/problems", tags=TAGS)
+    async def manifest_problems() -> list[Problem]:
+        """Problems the last reconcile pass found in the manifests (file, line, column,
+        JSON path, message), including those of models that were never applied."""
+        return status.problems()
 
     @get("/healthz", tags=TAGS, opt={"public": True})
     async def healthz() -> Health:
@@ -59,4 +66,4 @@ def admin_handlers(fw: Forwarder, status: StatusSource) -> list[HTTPRouteHandler
         texts = await scrape_engines(fw.client, targets, fw.metrics) if targets else {}
         return fw.metrics.exposition(texts)
 
-    return [models, model_status, healthz, readyz, metrics]
+    return [models, model_status, manifest_problems, healthz, readyz, metrics]
