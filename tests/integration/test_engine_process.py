@@ -176,6 +176,40 @@ def test_killed_llamacpp_engine_restarts(tmp_path: Path, smollm2_gguf: Path) -> 
     assert states == ["starting", "ready", "starting", "ready", "stopping", "stopped"]
 
 
+def test_hung_engine_is_killed_and_restarted(tmp_path: Path, smollm2_gguf: Path) -> None:
+    """Alive but silent (SIGSTOP stands in for a deadlock): the liveness check catches it."""
+    manifest = make_manifest(name="smol", **{"llama.cpp": {"threads": 1}}, context_size=256)
+    policy = RestartPolicy(
+        max_restarts=2,
+        backoff_base=0.1,
+        backoff_max=0.5,
+        health_interval=0.3,
+        health_timeout=0.5,
+        health_failures=2,
+    )
+    proc = engines.create_instance(
+        manifest, ModelFiles("gguf", smollm2_gguf), Settings(log_dir=tmp_path), policy=policy
+    )
+
+    async def run() -> None:
+        await proc.start()
+        first = proc.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)
+        await proc.wait_for("starting", timeout=30)
+        assert proc.reason is not None
+        assert "stopped answering /health while ready (2 checks in a row" in proc.reason
+        await proc.wait_for("ready", timeout=60)
+        assert proc.pid not in (None, first)
+        assert not group_alive(first)  # the hung process was killed, not left behind
+        async with httpx.AsyncClient(base_url=proc.base_url, timeout=60) as client:
+            response = await client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+        assert response.status_code == 200
+        await proc.stop()
+
+    asyncio.run(run())
+
+
 def test_stop_while_starting_ends_the_start(tmp_path: Path) -> None:
     def launch_for(port: int) -> Launch:
         return Launch((sys.executable, "-c", "import time; time.sleep(60)"), {}, "/h", PROBE, 60)

@@ -201,11 +201,11 @@ class EngineProcess:
                     self._set("ready", None)
                     self._resolve_first(None)
                     ready_at = time.monotonic()
-                    code = await self._wait_exit()
+                    ended = await self._wait_exit_or_hang()
                     if time.monotonic() - ready_at >= self.policy.stable_after:
                         failures = 0
                     await self._terminate(timeout=5.0)  # sweep what the leader left behind
-                    reason = f"exited with code {code} while ready{self._tail_suffix()}"
+                    reason = f"{ended}{self._tail_suffix()}"
                     log.warning("instance %s crashed: %s", self.instance_id, reason)
                 failures += 1
                 if gives_up(failures, self.policy):
@@ -284,6 +284,38 @@ class EngineProcess:
                     f"readiness request {probe.path} answered {response.status_code}: "
                     f"{response.text[:500]}"
                 )
+
+    async def _wait_exit_or_hang(self) -> str:
+        """While ready: how the process ended, or that it stopped answering (it is then
+        still running; the caller terminates it)."""
+        exited = asyncio.create_task(self._wait_exit())
+        hung = asyncio.create_task(self._watch_health())
+        try:
+            await asyncio.wait({exited, hung}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (exited, hung):
+                task.cancel()
+            await asyncio.gather(exited, hung, return_exceptions=True)
+        if exited.done() and not exited.cancelled() and exited.exception() is None:
+            return f"exited with code {exited.result()} while ready"
+        return hung.result()
+
+    async def _watch_health(self) -> str:
+        policy, path = self.policy, self.launch.health_path if self.launch else "/health"
+        failures = 0
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=policy.health_timeout) as c:
+            while True:
+                await asyncio.sleep(policy.health_interval)
+                try:
+                    healthy = (await c.get(path)).status_code == 200
+                except httpx.HTTPError:
+                    healthy = False
+                failures = 0 if healthy else failures + 1
+                if failures >= policy.health_failures:
+                    return (
+                        f"stopped answering {path} while ready "
+                        f"({failures} checks in a row, {policy.health_interval:g}s apart)"
+                    )
 
     async def _wait_exit(self) -> int:
         proc = self._proc

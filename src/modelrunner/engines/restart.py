@@ -11,6 +11,11 @@ class RestartPolicy:
     backoff_base: float = 1.0  # seconds before the first restart; doubled each time after
     backoff_max: float = 60.0
     stable_after: float = 120.0  # ready this long and the failure count starts again from 0
+    # Liveness while ready: a process that is alive but stops answering its health check
+    # (a hang, a deadlock, SIGSTOP) is killed and restarted like a crash.
+    health_interval: float = 10.0
+    health_timeout: float = 5.0
+    health_failures: int = 3  # consecutive failed checks before the process counts as hung
 
 
 def backoff_delay(failures: int, policy: RestartPolicy) -> float:
