@@ -41,7 +41,7 @@ class LoadedManifest:
         return hashlib.sha256(msgspec.json.encode(self.spec)).hexdigest()
 
     def where(self, path: JsonPath) -> str:
-        position = self.document.value_at(path)
+        position = self.document.position(path)
         return f"{self.file}:{position.line}:{position.column}"
 
 
@@ -185,10 +185,10 @@ def load_document(
     for found in schema.check(data):
         if doc.is_unreadable(found.path):
             continue
-        at = _locate(doc, found.path, found.at_key)
+        at = doc.position(found.path, at_key=found.at_key)
         problems.append(_problem(file, at, found.path, found.message))
     for finding in checks.check_manifest(data):
-        at = doc.key_at(finding.path) if finding.at_key else doc.value_at(finding.path)
+        at = doc.position(finding.path, at_key=finding.at_key)
         problems.append(
             _problem(
                 file,
@@ -217,12 +217,6 @@ def prepare(data: dict[str, Any], default_name: str | None) -> dict[str, Any]:
     return data
 
 
-def _locate(doc: YamlDocument, path: JsonPath, at_key: bool) -> Position:
-    if path == ("name",) and ("name",) not in doc.values:
-        return doc.start  # the name came from the file name
-    return doc.key_at(path) if at_key else doc.value_at(path)
-
-
 def _stem(filename: str) -> str:
     for suffix in SUFFIXES:
         if filename.endswith(suffix):
@@ -243,9 +237,7 @@ def cross_check(manifests: Sequence[LoadedManifest]) -> tuple[list[LoadedManifes
     problems = []
     for conflict in conflicts:
         loaded = manifests[conflict.owner]
-        at = loaded.document.value_at(conflict.path)
-        if conflict.path == ("name",) and ("name",) not in loaded.document.values:
-            at = loaded.document.start
+        at = loaded.document.position(conflict.path)
         problems.append(
             _problem(loaded.file, at, conflict.path, conflict.message, rule="duplicate-name")
         )

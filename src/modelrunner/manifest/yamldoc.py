@@ -62,6 +62,11 @@ class YamlDocument:
         """Where the key of the entry at ``path`` stands (falls back to its value)."""
         return self.keys.get(path) or self.value_at(path)
 
+    def position(self, path: Path, *, at_key: bool = False) -> Position:
+        """Where a problem at ``path`` is reported. A value the document does not hold (a
+        name taken from the file name, a missing key) is placed at its nearest parent."""
+        return self.key_at(path) if at_key else self.value_at(path)
+
 
 class YamlSyntaxError(Exception):
     def __init__(self, message: str, position: Position) -> None:
