@@ -219,7 +219,7 @@ class Reconciler:
             self._applied[action.name] = _Applied(
                 desired, old.instance, old.endpoint, old.files, failed=False
             )
-            self._publish(desired.spec, old.endpoint, old.files)
+            self._publish(desired.spec, old.endpoint)
             self._book.update(action.name, desired=desired, last_error=None)
             return True
         return await self._start(action, desired, old)
@@ -259,7 +259,7 @@ class Reconciler:
         self._applied[name] = _Applied(desired, instance, endpoint, files)
         if files.digest:
             self._pin(files.digest)
-        self._publish(desired.spec, endpoint, files)
+        self._publish(desired.spec, endpoint)
         self._book.update(
             name,
             phase="ready",
@@ -377,15 +377,7 @@ class Reconciler:
             )
             return False
         self._applied[name] = _Applied(desired, failed=True)
-        self.registry.publish(
-            ServedModel(
-                name=name,
-                engine=desired.spec.declared_engine or "unknown",
-                aliases=desired.spec.aliases,
-                endpoint=None,
-                unavailable_reason=f"failed to start: {error}",
-            )
-        )
+        self._publish_unavailable(desired.spec, f"failed to start: {error}")
         self._book.update(name, phase="failed", desired=desired, last_error=error, instance=None)
         return False
 
@@ -439,27 +431,21 @@ class Reconciler:
             if state == "ready":
                 endpoint = Endpoint(instance.instance_id, instance.engine, instance.base_url)
                 applied.endpoint = endpoint
-                self._publish(applied.desired.spec, endpoint, applied.files)
+                self._publish(applied.desired.spec, endpoint)
                 self._book.update(name, phase="ready", last_error=None)
             elif state in ("starting", "failed"):
                 applied.endpoint = None
                 reason = instance.reason or "engine process exited"
                 unavailable = "is restarting after a crash" if state == "starting" else "failed"
-                self.registry.publish(
-                    ServedModel(
-                        name=name,
-                        engine=instance.engine,
-                        aliases=applied.desired.spec.aliases,
-                        endpoint=None,
-                        unavailable_reason=f"{unavailable}: {reason}",
-                    )
+                self._publish_unavailable(
+                    applied.desired.spec, f"{unavailable}: {reason}", engine=instance.engine
                 )
                 applied.failed = state == "failed"
                 self._book.update(name, phase=state, last_error=reason)
             return
 
     # -- routing and status -----------------------------------------------------
-    def _publish(self, spec: ModelManifest, endpoint: Endpoint, files: ModelFiles | None) -> None:
+    def _publish(self, spec: ModelManifest, endpoint: Endpoint) -> None:
         embeddings = bool(spec.llama_cpp and spec.llama_cpp.embeddings)
         self.registry.publish(
             ServedModel(
@@ -471,7 +457,22 @@ class Reconciler:
             )
         )
 
+    def _publish_unavailable(
+        self, spec: ModelManifest, reason: str, *, engine: str | None = None
+    ) -> None:
+        """Known but without an endpoint: requests get 503 with ``reason``."""
+        self.registry.publish(
+            ServedModel(
+                name=spec.name,
+                engine=engine or spec.declared_engine or "unknown",
+                aliases=spec.aliases,
+                endpoint=None,
+                unavailable_reason=reason,
+            )
+        )
+
     def _publish_standby(self, spec: ModelManifest, reason: str) -> None:
+        """Not loaded: a request asks for a load, then gets 503 with ``reason``."""
         name = spec.name
         self.registry.publish(
             ServedModel(
