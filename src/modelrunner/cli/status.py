@@ -45,8 +45,8 @@ def register(subparsers: Any) -> None:
     logs.set_defaults(run=run_logs)
 
 
-def _fetch(base: str, path: str) -> list[dict[str, Any]]:
-    """A list the server answers at ``path``, or [] when it cannot."""
+def _get(base: str, path: str) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The list the server answers at ``path`` (with MR_API_KEY), or why there is none."""
     import os
 
     import httpx
@@ -57,30 +57,25 @@ def _fetch(base: str, path: str) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         response = httpx.get(f"{base}{path}", headers=headers, timeout=10.0)
-        data: list[dict[str, Any]] = response.json() if response.status_code == 200 else []
-    except (httpx.HTTPError, ValueError):
-        return []
-    return data
+    except httpx.HTTPError as exc:
+        return None, f"no server at {base}: {exc}"
+    if response.status_code != 200:
+        return None, f"{base}{path} answered {response.status_code}: {response.text[:200]}"
+    try:
+        data: list[dict[str, Any]] = response.json()
+    except ValueError:
+        return None, f"{base}{path} did not answer JSON: {response.text[:200]}"
+    return data, None
 
 
 def _fetch_status(url: str | None) -> tuple[str, list[dict[str, Any]] | None, str | None]:
     import os
 
-    import httpx
-
-    from modelrunner.cli.run import api_key, server_url
+    from modelrunner.cli.run import server_url
 
     base = url or server_url(os.environ)
-    key = api_key(os.environ)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        response = httpx.get(f"{base}/status", headers=headers, timeout=10.0)
-    except httpx.HTTPError as exc:
-        return base, None, f"no server at {base}: {exc}"
-    if response.status_code != 200:
-        return base, None, f"{base}/status answered {response.status_code}: {response.text[:200]}"
-    data: list[dict[str, Any]] = response.json()
-    return base, data, None
+    models, error = _get(base, "/status")
+    return base, models, error
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -110,7 +105,7 @@ def run_status(args: argparse.Namespace) -> int:
     for m in models:
         if m.get("last_error"):
             print(f"\n{m['name']}: {m['last_error']}")
-    problems = _fetch(base, "/problems")
+    problems, _ = _get(base, "/problems")
     if problems:
         print("\nmanifest problems:")
         for p in problems:
