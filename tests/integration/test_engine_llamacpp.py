@@ -225,8 +225,8 @@ def test_a_disconnect_frees_the_slot(smol: EngineProcess) -> None:
         payload = json.dumps({**body, "stream": streaming}).encode()
         with socket.create_connection(("127.0.0.1", int(smol.base_url.rsplit(":", 1)[1]))) as s:
             s.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                + f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+                b"POST /v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
                 + payload
             )
             assert wait_until(lambda: metric(smol.base_url, "llamacpp:requests_processing") == 1)
