@@ -394,6 +394,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--skip", nargs="*", default=[], help="rows to leave out")
     args = parser.parse_args()
+    # A TERM (a timeout, say) unwinds the context managers, which stop the servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     gguf = smollm2()
     kinds = ["engine", "previous"] + (["llama-server"] if args.llama_server else [])
     if not args.llama_server:

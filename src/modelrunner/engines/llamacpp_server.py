@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--max_queue must be 0 or more, got {args.max_queue}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    # llama.cpp's OpenMP threads otherwise spin after every decode, taking the cores the
+    # HTTP threads and mr's relay need; on a busy host that cost 10x and more (see
+    # docs/design/engines.md). Set before llama_cpp loads libgomp; a manifest's env wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from modelrunner.engines.llamacpp_engine.engine import Engine, EngineConfig
     from modelrunner.engines.llamacpp_engine.model import quiet_llama
     from modelrunner.engines.llamacpp_engine.server import serve
