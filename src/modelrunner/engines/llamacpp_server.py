@@ -43,6 +43,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def default_threads(cpus: int | None) -> int:
+    """All cores but one: the engine's HTTP threads and mr's relay of every token keep a
+    core of their own (measured in docs/design/engines.md); one core gets one thread."""
+    return max(1, (cpus or 1) - 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     for name in ("parallel", "n_ctx", "n_batch", "n_ubatch"):
@@ -67,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=args.served_name or os.path.basename(args.model),
         context_size=args.n_ctx,
         parallel=args.parallel,
-        threads=args.n_threads,
+        threads=args.n_threads or default_threads(os.cpu_count()),
         n_batch=args.n_batch,
         n_ubatch=args.n_ubatch,
         n_gpu_layers=args.n_gpu_layers,
