@@ -375,14 +375,13 @@ def mr_rows(gguf: Path, rounds: int) -> list[tuple[str, float, float]]:
     for label, threads in (("threads 2 (models.d as shipped)", 2), ("threads default", None)):
         direct: list[float] = []
         relayed: list[float] = []
-        with mr_serve(gguf, threads) as url:
+        # Both stay up (idle between streams) so the rounds can alternate.
+        with mr_serve(gguf, threads) as url, start("engine", gguf, threads, 1, None) as engine:
             via = Server("mr", url, None, True)
-            run_stream(via, STORY)  # warm
-            for _ in range(rounds):
-                relayed.append(run_stream(via, STORY).rate)
-        with start("engine", gguf, threads, 1, None) as engine:
+            run_stream(via, STORY)  # warm-up
             run_stream(engine, STORY)
             for _ in range(rounds):
+                relayed.append(run_stream(via, STORY).rate)
                 direct.append(run_stream(engine, STORY).rate)
         results.append((label, statistics.median(direct), statistics.median(relayed)))
     return results
