@@ -316,12 +316,12 @@ ROWS: dict[str, Callable[[Server], dict[str, float]]] = {
 
 def kv_bytes_per_slot(gguf: Path) -> int:
     """K and V in f16 for CONTEXT tokens (llama.cpp's default cache type)."""
+    import logging
+
     import llama_cpp as C
 
-    logging_off = C.llama_model_default_params()
-    logging_off.vocab_only = False
-    C.llama_log_set(C.llama_log_callback(lambda *a: None), None)
-    model = C.llama_model_load_from_file(str(gguf).encode(), logging_off)
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its load log is long
+    model = C.llama_model_load_from_file(str(gguf).encode(), C.llama_model_default_params())
     try:
         layers = C.llama_model_n_layer(model)
         head_dim = C.llama_model_n_embd(model) // C.llama_model_n_head(model)
