@@ -22,6 +22,7 @@ from litestar.types import Method
 
 from modelrunner import __version__
 from modelrunner.http.admin import admin_handlers
+from modelrunner.http.engine_call import EngineCall
 from modelrunner.http.errors import exception_handler
 from modelrunner.http.fast_path import FastPath
 from modelrunner.http.inspector import Recorder
@@ -29,6 +30,7 @@ from modelrunner.http.inspector_routes import inspector_handlers
 from modelrunner.http.keys import KeyCheck, check_settings
 from modelrunner.http.models_routes import ModelControl, management_handlers
 from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.responses_routes import responses_handlers
 from modelrunner.http.upstream import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Registry
@@ -87,6 +89,7 @@ def create_app(
             *admin_handlers(forwarder, status),
             *management_handlers(settings, registry, status, store, control),
             *inspector_handlers(forwarder.recorder),
+            *responses_handlers(EngineCall(forwarder), forwarder.recorder),
         ],
         lifespan=[forwarder.lifespan, *lifespan],
         guards=[_require_key(keys)] if keys.enabled else [],

@@ -88,7 +88,7 @@ class Entry:
         self.model = model
         self.method = method
         self.path = path
-        self.user_agent = user_agent
+        self.user_agent = None if user_agent is None else cut(user_agent, 512)
         self.timestamp = int(time.time())
         self._started = time.perf_counter()
         # Over the limit: cut now, so the big bytes are not kept alive by the inspector.
@@ -162,21 +162,28 @@ class Recorder:
             if queue.qsize() < _FOLLOW_BACKLOG:
                 queue.put_nowait(entry)
 
-    def watch(self, requested: str, scope: Scope, body: bytes, send: Send) -> Send:
-        """``send`` recording the answer of a request for ``requested`` (a name or alias);
-        unchanged for a model no manifest serves (those are not recorded)."""
+    def begin_for(
+        self, requested: str, method: str, path: str, user_agent: str | None, body: bytes
+    ) -> Entry | None:
+        """``begin`` for a requested name or alias; None when no manifest serves it (those
+        requests are not recorded: a client must not fill memory with made-up names)."""
         try:
             model = self._registry.lookup(requested).name
         except ModelRunnerError:
-            return send
+            return None
+        return self.begin(model, method, path, user_agent, body)
+
+    def watch(self, requested: str, scope: Scope, body: bytes, send: Send) -> Send:
+        """``send`` recording the answer of a request for ``requested`` (a name or alias);
+        unchanged for a model no manifest serves."""
         user_agent = None
         for name, value in scope["headers"]:
             if name == b"user-agent":
-                user_agent = cut(value.decode("latin-1"), 512)
+                user_agent = value.decode("latin-1")
                 break
         method = str(scope.get("method", "POST"))
-        entry = self.begin(model, method, scope["path"], user_agent, body)
-        return _Watch(self, entry, send)
+        entry = self.begin_for(requested, method, scope["path"], user_agent, body)
+        return send if entry is None else _Watch(self, entry, send)
 
     def snapshot(self, model: str | None = None) -> list[ModelRecords]:
         """Every model's pairs, oldest first; or one model's (a name or alias)."""
