@@ -58,7 +58,7 @@ def cut(text: str, limit: int = MAX_RECORDED) -> str:
     if len(raw) <= limit:
         return text
     kept = raw[:limit].decode("utf-8", "ignore")
-    return f"{kept}...[truncated {len(raw) - limit} bytes]"
+    return f"{kept}...[truncated {len(raw) - len(kept.encode())} bytes]"
 
 
 def recorded_text(body: bytes | str) -> str:
