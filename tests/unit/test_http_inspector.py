@@ -368,3 +368,27 @@ def test_followers_get_finished_pairs() -> None:
             return [queue.get_nowait().model]
 
     assert asyncio.run(scenario()) == ["smollm2"]
+
+
+# -- MR_RECORD_REQUESTS, through the whole app (no engine: a model still starting) -------
+@pytest.mark.parametrize(("kept", "recorded"), [(0, 0), (2, 2)])
+def test_the_switch_and_the_bound_through_the_app(tmp_path: Any, kept: int, recorded: int) -> None:
+    from litestar.testing import TestClient
+
+    from modelrunner.http.app import create_app
+    from modelrunner.metrics import Metrics
+    from modelrunner.settings import Settings
+    from tests.fixtures.http import RegistryStatus
+
+    registry = _registry()
+    settings = Settings(store_dir=tmp_path, record_requests=kept)
+    app = create_app(settings, registry, RegistryStatus(registry), Metrics())
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]}
+    with TestClient(app) as client:
+        for _ in range(3):
+            assert client.post("/v1/chat/completions", json=body).status_code == 503
+        listed = client.get("/engines/requests").json()
+    assert sum(group["count"] for group in listed) == recorded
+    if recorded:
+        assert listed[0]["records"][0]["status_code"] == 503
+        assert json.loads(listed[0]["records"][0]["error"])["error"]["code"] == "model_unavailable"
