@@ -80,7 +80,7 @@ def without_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 {"role": "user", "content": "weather?"},
                 {
                     "role": "assistant",
-                    "content": None,
+                    "content": "",
                     "tool_calls": [
                         {
                             "id": "c1",

@@ -196,7 +196,8 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list
             if last and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                # "" rather than null: chat templates concatenate the content.
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif kind == "function_call_output":
             messages.append(
                 {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
