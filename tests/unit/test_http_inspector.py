@@ -392,3 +392,15 @@ def test_the_switch_and_the_bound_through_the_app(tmp_path: Any, kept: int, reco
     if recorded:
         assert listed[0]["records"][0]["status_code"] == 503
         assert json.loads(listed[0]["records"][0]["error"])["error"]["code"] == "model_unavailable"
+
+
+def test_a_big_request_is_cut_once_answered() -> None:
+    recorder = Recorder(10, _registry())
+    image = "data:image/png;base64," + PNG * 20  # ~270 KB
+    body = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": image}}]}]}).encode()  # fmt: skip
+    entry = recorder.begin("smollm2", "POST", "/v1/chat/completions", None, body)
+    entry.finish(200, b"{}", complete=True)
+    assert isinstance(entry._request, str) and len(entry._request) < 1000
+    shown = json.loads(entry.view().request)
+    assert shown["messages"][0]["content"][0]["image_url"]["url"].endswith("chars]")

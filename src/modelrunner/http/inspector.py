@@ -4,7 +4,8 @@
 first and looks at it afterwards, so nothing is held back. A streamed answer is
 reassembled as it passes (``StreamAssembler``); a whole answer is kept as is. Bodies are
 turned into text (media shortened, cut at 64 KiB) only when someone reads them, except
-bodies already over the limit, which are cut at once so they do not stay in memory.
+bodies over the limit, which are cut as soon as the answer is complete (not before: the
+client gets its answer first) so they do not stay in memory.
 
 Only the method, path (no query), status, timing, user agent and the bodies are kept:
 never a header that could carry a key (``Authorization``, ``x-api-key``).
@@ -91,8 +92,7 @@ class Entry:
         self.user_agent = None if user_agent is None else cut(user_agent, 512)
         self.timestamp = int(time.time())
         self._started = time.perf_counter()
-        # Over the limit: cut now, so the big bytes are not kept alive by the inspector.
-        self._request: bytes | str = recorded_text(body) if len(body) > MAX_RECORDED else body
+        self._request: bytes | str = body  # the request holds it anyway until it ends
         self._response: bytes | str | None = None
         self.status: int | None = None
         self.duration_ms: float | None = None
@@ -104,6 +104,10 @@ class Entry:
         """The answer is over (``complete`` False when the client left first)."""
         if status is not None:
             self.status = status
+        # Bodies over the limit are cut now (the answer is out already), so the inspector
+        # does not keep big bytes alive.
+        if isinstance(self._request, bytes) and len(self._request) > MAX_RECORDED:
+            self._request = recorded_text(self._request)
         if answer is not None:
             too_big = len(answer) > MAX_RECORDED
             self._response = recorded_text(answer) if too_big else answer
