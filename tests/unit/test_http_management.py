@@ -226,3 +226,29 @@ def test_a_transfer_that_fails_midway_ends_with_an_error_line() -> None:
     lines = asyncio.run(run())
     assert lines[0]["message"] == "Uploaded: 0.00 MB"
     assert lines[-1]["type"] == "error" and lines[-1]["message"] == "the registry went away"
+
+
+def test_mr_requests_prints_three_lines_a_pair() -> None:
+    from modelrunner.cli.requests import format_record, pairs
+
+    record = {
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "status_code": 200,
+        "duration_ms": 41.6,
+        "timestamp": 0,
+        "stream": True,
+        "complete": True,
+        "user_agent": "OpenAI/Python 3.57.0",
+        "request": '{"model": "smol",\n "messages": []}',
+        "response": "x" * 500,
+    }
+    [(model, found)] = list(pairs([{"model": "smol", "count": 1, "records": [record]}]))
+    head, asked, answered = format_record(model, found)
+    assert head.endswith(
+        "smol  POST /v1/chat/completions  200  42 ms  stream  OpenAI/Python 3.57.0"
+    )
+    assert asked == '  > {"model": "smol", "messages": []}'
+    assert answered == "  < " + "x" * 300 + "..."
+    failed = format_record("smol", {**record, "status_code": 503, "error": "{}", "complete": False})
+    assert "503" in failed[0] and "(cut short)" in failed[0] and failed[2] == "  < {}"

@@ -13,7 +13,9 @@ What it offers (a stable interface; other route modules build on it):
   usage do). It returns once the engine accepted the request (its status line arrived),
   so every refusal is still an exception the route can answer with a status code.
   ``async for event in stream`` then yields each server-sent ``data:`` event as a decoded
-  dict, as it arrives (nothing is buffered beyond one event), ending at ``[DONE]``. Always
+  dict, as it arrives (nothing is buffered beyond one event), ending at ``[DONE]``;
+  ``stream.batches()`` yields the same events grouped by network read (lists), and
+  ``stream.ended`` is true from the batch the engine's end arrived with. Always
   ``await stream.aclose()`` (or ``async with stream:``): it gives the model's in-flight
   slot back and, if the answer was not read to its end, closes the engine connection,
   which stops the generation (what a client disconnect must do).
@@ -218,7 +220,7 @@ class EventStream:
     """The engine's server-sent events, decoded one by one as they arrive."""
 
     __slots__ = ("_buffer", "_call", "_closed", "_response", "_route", "_slot", "_started",
-                 "_status", "endpoint", "model", "op")  # fmt: skip
+                 "_status", "ended", "endpoint", "model", "op")  # fmt: skip
 
     def __init__(
         self,
@@ -241,6 +243,9 @@ class EventStream:
         self._started = started
         self._buffer = b""
         self._status = CLIENT_CLOSED  # until the stream is read to its end
+        # Set once the engine's end arrived, before the last batch is yielded: a translator
+        # can send its closing events with that batch.
+        self.ended = False
         self._closed = False
 
     async def __aenter__(self) -> EventStream:
@@ -253,31 +258,44 @@ class EventStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The events as they arrive, grouped by what arrived together (one network read):
+        a translator can answer them with one write instead of one per event."""
         where = _where(self.op, self.model, self.endpoint)
         try:
             while True:
                 found, self._buffer = split_events(self._buffer)
+                batch: list[dict[str, Any]] = []
                 for data in found:
                     if data == _DONE:
                         self._status = 200
+                        self.ended = True
+                        if batch:
+                            yield batch
                         return
                     event = _decode_event(data, where)
-                    self._call._count(self.model.name, event.get("usage"))
-                    yield event
+                    if "usage" in event:
+                        self._call._count(self.model.name, event["usage"])
+                    batch.append(event)
+                if batch:
+                    yield batch
                 try:
                     chunk = await self._response.chunk()
                 except UpstreamError as exc:
-                    self._status = 502
                     raise UpstreamFailed(
                         f"The engine failed mid-stream on {where}: {exc}"
                     ) from None
                 if chunk is None:
                     # An engine that ends without [DONE] has still ended.
                     self._status = 200
+                    self.ended = True
                     return
                 self._buffer += chunk
                 if len(self._buffer) > _MAX_EVENT:
-                    self._status = 502
                     raise UpstreamFailed(f"The engine sent an oversized event on {where}")
         except UpstreamFailed:
             self._status = 502

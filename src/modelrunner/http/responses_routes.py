@@ -189,15 +189,19 @@ async def _relay(
     final: dict[str, Any] | None = None
     try:
         yield sse(translator.start())
-        async for chunk in events:
-            said = translator.chunk(chunk)
-            if said:
+        # One write per network read of the engine; the closing events go with the last.
+        last: list[dict[str, Any]] = []
+        async for batch in events.batches():
+            said = [event for chunk in batch for event in translator.chunk(chunk)]
+            if events.ended:
+                last = said  # the batch the end came with: the stream ends after it
+            elif said:
                 yield sse(said)
         closing = translator.finish()
         final = closing[-1]["response"]
         if translator.request.store:
             store.save(final, items, history)
-        yield sse(closing)
+        yield sse([*last, *closing])
     except ModelRunnerError as exc:
         failing = translator.fail("upstream_failed", str(exc))
         final = failing[-1]["response"]
