@@ -480,6 +480,31 @@ def test_inspector_follow_mode_and_the_cli(served: Setup) -> None:
     assert json.loads(as_json.stdout)[0]["model"] == "smol"
 
 
+def test_mr_requests_follow(served: Setup) -> None:
+    env = {**os.environ, "MR_PORT": served.server.url.rsplit(":", 1)[1], "MR_API_KEY": KEY}
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "modelrunner", "requests", "smol", "-f", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(follower.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        for _ in range(30):  # until the follower is connected and sees one
+            served.client().completions.create(model="smol", prompt="Follow me", max_tokens=1)
+            reader.join(1)
+            if lines:
+                break
+        pair = json.loads(lines[0])
+        assert pair["model"] == "smol" and pair["url"] == "/v1/completions"
+        assert json.loads(pair["request"])["prompt"] == "Follow me"
+    finally:
+        follower.terminate()
+        follower.wait(10)
+
+
 def test_force_delete_of_a_served_model(served: Setup) -> None:
     """Last: it takes the served model's files away."""
     removed = served.delete(f"/models/{served.ref}", params={"force": "true"})
