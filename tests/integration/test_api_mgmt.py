@@ -488,8 +488,10 @@ def test_mr_requests_follow(served: Setup) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
+    output = follower.stdout
+    assert output is not None
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(follower.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: lines.append(output.readline()), daemon=True)
     reader.start()
     try:
         for _ in range(30):  # until the follower is connected and sees one
