@@ -22,15 +22,21 @@ from litestar.types import Method
 
 from modelrunner import __version__
 from modelrunner.http.admin import admin_handlers
+from modelrunner.http.engine_call import EngineCall
 from modelrunner.http.errors import exception_handler
 from modelrunner.http.fast_path import FastPath
+from modelrunner.http.inspector import Recorder
+from modelrunner.http.inspector_routes import inspector_handlers
 from modelrunner.http.keys import KeyCheck, check_settings
+from modelrunner.http.models_routes import ModelControl, management_handlers
 from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.responses_routes import responses_handlers
 from modelrunner.http.upstream import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Registry
 from modelrunner.settings import Settings
 from modelrunner.status import StatusSource
+from modelrunner.store.store import Store
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -41,16 +47,24 @@ def create_app(
     status: StatusSource,
     metrics: Metrics,
     lifespan: Sequence[Lifespan] = (),
+    *,
+    store: Store | None = None,
+    control: ModelControl | None = None,
 ) -> Litestar:
     """The API server. Raises ``UsageError`` for settings it must not run with
-    (see ``keys.check_settings``)."""
+    (see ``keys.check_settings``). ``store`` is the reconciler's (its pins keep served
+    models from removal; default: one on ``settings.store_dir``); ``control`` unloads
+    models for ``POST /engines/unload``."""
     keys = KeyCheck(check_settings(settings))
     forwarder = Forwarder(registry, metrics)
+    if settings.record_requests > 0:
+        forwarder.recorder = Recorder(settings.record_requests, registry)
+    store = store or Store(settings.store_dir, settings.insecure_registries)
     fast = FastPath(forwarder, keys, settings.max_body_bytes)
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["authorization", "content-type"],
         )
         if settings.cors_origins
@@ -70,7 +84,13 @@ def create_app(
         ),
     )
     return Litestar(
-        route_handlers=[*openai_handlers(forwarder, fast), *admin_handlers(forwarder, status)],
+        route_handlers=[
+            *openai_handlers(forwarder, fast),
+            *admin_handlers(forwarder, status),
+            *management_handlers(settings, registry, status, store, control),
+            *inspector_handlers(forwarder.recorder),
+            *responses_handlers(EngineCall(forwarder), forwarder.recorder),
+        ],
         lifespan=[forwarder.lifespan, *lifespan],
         guards=[_require_key(keys)] if keys.enabled else [],
         exception_handlers={Exception: exception_handler},

@@ -327,6 +327,17 @@ class Reconciler:
         self._book.update(name, phase="standby", instance=None)
         await self._drain_and_stop(name, applied)
 
+    def unload(self, name: str) -> bool:
+        """Unload a loaded model now, as if its keep_alive had passed (``POST
+        /engines/unload``); its next request loads it again. False when it is not loaded."""
+        applied = self._applied.get(name)
+        if applied is None or applied.instance is None or applied.standby or applied.failed:
+            return False
+        if name not in self._unload:
+            self._unload.add(name)
+            self._wake(name)
+        return True
+
     def _request_load(self, name: str) -> None:
         applied = self._applied.get(name)
         if applied is not None and applied.standby and name not in self._load:
