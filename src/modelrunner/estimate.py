@@ -356,16 +356,16 @@ def _size_of(path: Path) -> int:
 
 
 def model_facts(files: ModelFiles) -> ModelFacts:
-    """Sizes from the disk and, for a GGUF, the attention counts from its header."""
+    """Sizes from the disk and, for a GGUF, the attention counts from its header (ms)."""
     if files.format != "gguf":
         return ModelFacts(files.format, _size_of(files.path), context_size=files.context_size)
-    from modelrunner.store.gguf_meta import discover_shards, read_fields
+    from modelrunner.store.gguf_header import read_header
+    from modelrunner.store.gguf_meta import discover_shards
 
     shards = discover_shards(files.path)
-    fields, _ = read_fields(shards)
     return ModelFacts(
         "gguf",
         sum(s.stat().st_size for s in shards),
-        kv_shape(fields["gguf"]),
+        kv_shape(read_header(shards[0])),
         files.context_size,
     )

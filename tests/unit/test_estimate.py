@@ -297,3 +297,32 @@ def test_model_facts_of_the_real_smollm2(smollm2_gguf: Any) -> None:
 
     facts = model_facts(from_local_path(smollm2_gguf))
     assert facts == ModelFacts("gguf", smollm2_gguf.stat().st_size, SMOLLM2)
+
+
+def test_the_fast_header_reader_agrees_with_gguf(smollm2_gguf: Any) -> None:
+    from modelrunner.store.gguf_header import read_header
+    from modelrunner.store.gguf_meta import read_fields
+
+    fields, _ = read_fields([smollm2_gguf])
+    header = read_header(smollm2_gguf)
+    # the same values, except string arrays, which the fast reader skips
+    assert {k: v for k, v in fields["gguf"].items() if k in header} == header
+    assert set(fields["gguf"]) - set(header) == {"general.languages"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"GGML" + bytes(20), "not a GGUF file"),
+        (b"GGUF" + (3).to_bytes(4, "little") + bytes(4), "cut short"),
+        (b"GGUF" + (1).to_bytes(4, "little") + bytes(16), "version 1"),
+    ],
+)
+def test_the_fast_header_reader_refuses(tmp_path: Any, data: bytes, message: str) -> None:
+    from modelrunner.errors import StoreError
+    from modelrunner.store.gguf_header import read_header
+
+    path = tmp_path / "m.gguf"
+    path.write_bytes(data)
+    with pytest.raises(StoreError, match=message):
+        read_header(path)
