@@ -1,8 +1,10 @@
 """How much memory a model needs before it starts, and how much a host may give (pure).
 
-    GGUF (llama.cpp)  weights' size + KV cache + the engine process's own overhead.
+    GGUF (llama.cpp)  slots x (weights' size + KV cache + compute buffers) + the process.
                       KV cache = 2 (K and V) x layers x KV heads x head size x 2 bytes (f16)
-                      x context_size x slots (``llama.cpp.parallel``: one context each)
+                      x context_size. Slots: ``llama.cpp.parallel`` (+1 with embeddings):
+                      engines/llamacpp_server.py loads one Llama per slot, and each one's
+                      mapping of the weights counts in the resident memory again
     vLLM              on a GPU host: gpu_memory_utilization (vLLM's default 0.9) of each of
                       the tensor x pipeline GPUs it takes on this host; without a GPU:
                       weights + VLLM_CPU_KVCACHE_SPACE + the engine process's overhead
@@ -35,10 +37,11 @@ DEFAULT_GPU_UTILIZATION: Final = 0.9  # vLLM's own default for --gpu-memory-util
 DEFAULT_LLAMA_CONTEXT: Final = 4096  # engines/llamacpp.py's default, Docker Model Runner's
 DEFAULT_VLLM_CPU_KV_GIB: Final = 4.0  # vLLM CPU's VLLM_CPU_KVCACHE_SPACE default
 F16_BYTES: Final = 2
-# The engine process besides weights and cache: interpreter, libraries, compute buffers.
+LLAMA_SLOT_COMPUTE: Final = 17 * MiB  # one llama.cpp context's compute buffers (n_ubatch 512)
+# The engine process besides weights and cache: interpreter, libraries.
 # Measured on this project's engines (docs/design/memory.md).
 PROCESS_OVERHEAD: Final[Mapping[str, int]] = {
-    "llama.cpp": 60 * MiB,
+    "llama.cpp": 54 * MiB,
     "vllm": 2 * GiB,
     "diffusers": 600 * MiB,
 }
@@ -160,23 +163,21 @@ def estimate(spec: ModelManifest, facts: ModelFacts | None, gpus: Iterable[int] 
         )
     section = spec.llama_cpp
     slots = section.parallel if section is not None and section.parallel else 1
+    if section is not None and section.embeddings:
+        slots += 1  # the embedding context beside the generating ones
     context = llama_context(spec, facts)
     offloaded = section is not None and bool(section.n_gpu_layers) and bool(gpu_sizes)
     device: Device = "gpu" if offloaded else "ram"
-    if facts.kv is None:
-        return Estimate(
-            facts.size + overhead,
-            device,
-            f"weights {format_bytes(facts.size)} + process {format_bytes(overhead)} "
-            "(KV cache unknown: the GGUF lacks attention counts)",
-        )
-    cache = facts.kv.bytes_per_token() * context * slots
+    cache = facts.kv.bytes_per_token() * context if facts.kv is not None else 0
+    per_slot = facts.size + cache + LLAMA_SLOT_COMPUTE
+    unknown = "" if facts.kv is not None else " (KV cache unknown: no attention counts in the GGUF)"
     return Estimate(
-        facts.size + cache + overhead,
+        slots * per_slot + overhead,
         device,
-        f"weights {format_bytes(facts.size)} + KV cache {format_bytes(cache)} "
-        f"({context} tokens x {slots} slot{'s' if slots > 1 else ''}) "
-        f"+ process {format_bytes(overhead)}",
+        f"{slots} slot{'s' if slots > 1 else ''} x (weights {format_bytes(facts.size)} "
+        f"+ KV cache {format_bytes(cache)} for {context} tokens "
+        f"+ compute {format_bytes(LLAMA_SLOT_COMPUTE)}) + process {format_bytes(overhead)}"
+        f"{unknown}",
     )
 
 

