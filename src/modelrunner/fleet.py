@@ -123,15 +123,9 @@ class FleetPlan:
 
 def unplaceable(spec: ModelManifest, host: FleetHost) -> str | None:
     """Why ``spec`` cannot run on ``host`` at all, whatever else runs there."""
-    section = spec.vllm
-    if section is not None and section.distributed_executor_backend != "ray" and host.gpus:
-        world = (section.tensor_parallel_size or 1) * (section.pipeline_parallel_size or 1)
-        if world > len(host.gpus):
-            return (
-                f"tensor_parallel_size x pipeline_parallel_size = {world} GPUs, the host has "
-                f"{len(host.gpus)} (across hosts: distributed_executor_backend: ray)"
-            )
-    return None
+    from modelrunner.engines.vllm import width_problem
+
+    return width_problem(spec, len(host.gpus))
 
 
 def plan_fleet(

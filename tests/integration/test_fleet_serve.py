@@ -90,7 +90,8 @@ def test_two_hosts_share_one_folder_and_a_placement_edit_moves_a_model(
         )
         host_b.wait_for("moving on host-b", lambda: host_b.ready("moving"))
         time.sleep(1.0)
-        assert host_a.ready("moving")["instance"] == first["instance"]  # type: ignore[index]
+        still = host_a.ready("moving")
+        assert still is not None and still["instance"] == first["instance"]
         widened = sent[0]
     assert failures == [], failures[:5]
     assert widened > 0

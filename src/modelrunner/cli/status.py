@@ -116,6 +116,10 @@ def run_status(args: argparse.Namespace) -> int:
     for row in rows if models else []:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for m in models:
+        if m.get("phase") == "elsewhere" and m.get("placement"):
+            print(f"\n{m['name']}: placed on {m['placement']}")
+        if m.get("cluster"):
+            print(f"\n{m['name']}: uses the Ray cluster at {m['cluster']}")
         if m.get("last_error"):
             print(f"\n{m['name']}: {m['last_error']}")
     problems, _ = _get(base, "/problems")

