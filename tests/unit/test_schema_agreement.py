@@ -163,6 +163,11 @@ def test_explicit_null_is_refused_by_the_loader() -> None:
         {"vllm": {"ray_address": "head:6379", "distributed_executor_backend": "ray"}},
         {"vllm": {"ray_address": "ray://head:10001", "distributed_executor_backend": "ray"}},
         {"vllm": {"pipeline_parallel_size": 0}},
+        # a final newline: Python's `$` would let it through, JSON Schema's does not
+        {"placement": {"hosts": ["a\n"]}},
+        {"placement": {"match_labels": {"gpu\n": "x"}}},
+        {"placement": {"match_labels": {"gpu": "x\n"}}},
+        {"vllm": {"distributed_executor_backend": "ray", "ray_address": "h:1\n"}},
     ],
     ids=str,
 )

@@ -29,18 +29,22 @@ EnvName = Annotated[str, Meta(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$
 # An existing Ray cluster's GCS address (host:port), or "auto" (the cluster of this node).
 RayAddress = Annotated[
     str,
-    Meta(max_length=256, pattern=r"^(auto|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5})$"),
+    Meta(
+        max_length=256, pattern=r"^(auto|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5})$(?!\n)"
+    ),
 ]
-# Kubernetes' label syntax, so node and pod labels can be used as they are.
+# Kubernetes' label syntax, so node and pod labels can be used as they are. Python's `$`
+# also matches before a final newline, JSON Schema's does not: `(?!\n)` makes them agree.
 LABEL_KEY: Final = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$(?!\n)"
 )
-LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$(?!\n)"
 LabelKey = Annotated[str, Meta(max_length=317, pattern=LABEL_KEY)]
 LabelValue = Annotated[str, Meta(max_length=63, pattern=LABEL_VALUE)]
 HostName = Annotated[
-    str, Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    str,
+    Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$(?!\n)"),
 ]
 IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_PART: Final = re.compile(r"([0-9]+)(ms|s|m|h|d)")
