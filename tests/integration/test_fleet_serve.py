@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -80,6 +81,9 @@ def test_two_hosts_share_one_folder_and_a_placement_edit_moves_a_model(
     }
     with pytest.raises(openai.NotFoundError):
         host_b.client(max_retries=0).completions.create(model="alpha", prompt="x", max_tokens=1)
+    # a model placed elsewhere does not keep a host from being ready
+    for host in (host_a, host_b):
+        assert httpx.get(f"{host.url}/readyz", timeout=5).status_code == 200
 
     kept = [(host_a, "alpha"), (host_b, "beta"), (host_a, "moving")]
     with steady_load(kept) as (sent, failures):

@@ -268,3 +268,31 @@ def test_mr_lint_with_an_inventory_warns_on_selectors_matching_nothing(
     capsys.readouterr()
     assert main(["lint", str(folder)]) == 0  # without an inventory nothing is known
     assert capsys.readouterr().out == ""
+
+
+def test_sizes_come_from_the_local_store(
+    tmp_path: Path,
+    smollm2_gguf: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model packaged into the store (as `mr pull` leaves it) is estimated from there,
+    with the artifact's own context size; one that is not there is unknown."""
+    from modelrunner.store.store import Store
+
+    store = tmp_path / "store"
+    Store(store).package("team/smol:1", gguf=smollm2_gguf, context_size=2048)
+    monkeypatch.setenv("MR_STORE_DIR", str(store))
+    folder = tmp_path / "models.d"
+    folder.mkdir()
+    (folder / "smol.yaml").write_text("apiVersion: modelrunner/v1\nmodel: team/smol:1\n")
+    (folder / "absent.yaml").write_text("apiVersion: modelrunner/v1\nmodel: team/absent:1\n")
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("hosts:\n  - {name: h, memory: 1GiB}\n")
+    assert main(["plan", "--fleet", str(inventory), str(folder), "--format", "json"]) == 0
+    (host,) = json.loads(capsys.readouterr().out)["hosts"]
+    models = {m["name"]: m for m in host["models"]}
+    assert models["absent"]["need_bytes"] is None
+    assert "for 2048 tokens" in models["smol"]["detail"]
+    assert models["smol"]["need_bytes"] > smollm2_gguf.stat().st_size
+    assert host["fit"][0]["unknown"] == ["absent"]

@@ -40,6 +40,9 @@ def gather_facts(
                     path if path.is_absolute() else Path(item.file).parent / path
                 )
             else:
+                if not settings.store_dir.is_dir():
+                    out[spec.name] = None  # no store here: nothing to look in (or create)
+                    continue
                 if store is None:
                     store = Store(settings.store_dir, settings.insecure_registries)
                 if not store.has(spec.model):
