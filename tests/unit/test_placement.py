@@ -231,3 +231,25 @@ def test_placement_has_no_key() -> None:
     b = folder(ON_H100).manifests[0].spec
     assert keys(a) == keys(b)
     assert isinstance(b, ModelManifest)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MR_HOST_LABELS": "gpu"}, "MR_HOST_LABELS: 'gpu' is not key=value"),
+        ({"MR_HOST_LABELS_FILE": "/nonexistent/labels"}, "MR_HOST_LABELS_FILE=/nonexistent"),
+    ],
+)
+def test_mr_serve_refuses_a_bad_host_identity(
+    env: dict[str, str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from modelrunner.cli import main
+
+    for key, value in {**env, "MR_STORE_DIR": str(tmp_path / "store")}.items():
+        monkeypatch.setenv(key, value)
+    assert main(["serve", "--models-dir", str(tmp_path), "--port", "1"]) == 2
+    assert message in capsys.readouterr().err
