@@ -13,7 +13,8 @@ def register(subparsers: Any) -> None:
         "engines",
         help="show the installed engines and their versions",
         description="Show which engines are installed, their versions and the Python each "
-        "runs under (vLLM: $MR_VLLM_PYTHON, else .venv-vllm beside this environment). "
+        "runs under (vLLM: $MR_VLLM_PYTHON, else .venv-vllm beside this environment), "
+        "and the optional packages some settings need there (ray, for vLLM's Ray backend). "
         "Exit 0 when every engine is installed, 1 otherwise. With --check, each installed "
         "engine is loaded in a subprocess and run for real (llama.cpp: a short chat prompt on "
         "a small GGUF); exit 1 when one of them fails or crashes.",
@@ -36,7 +37,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelrunner.engines.versions import engine_installs
+    from modelrunner.engines.versions import OPTIONAL, engine_installs
     from modelrunner.settings import from_env
 
     installs = engine_installs(from_env(vllm_python=args.vllm_python))
@@ -44,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
         return _check(installs, args.gguf, as_json=args.json)
     if args.json:
         rows = [
-            {"engine": i.name, "version": i.version, "python": i.python, "problem": i.problem}
+            {
+                "engine": i.name,
+                "version": i.version,
+                "python": i.python,
+                "problem": i.problem,
+                "optional": {name: version for name, version in i.optional},
+            }
             for i in installs
         ]
         print(json.dumps(rows, indent=2))
@@ -53,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         for i in installs:
             state = i.version or f"not installed ({i.problem})"
             print(f"{i.name:<{width}}  {state}  [{i.python or '-'}]")
+            needed_by = dict(OPTIONAL.get(i.name, ()))
+            for name, version in i.optional:
+                shown = version or f"not installed (needed for {needed_by[name]})"
+                print(f"{'':<{width}}    {name} {shown}")
     return 0 if all(i.version for i in installs) else 1
 
 
