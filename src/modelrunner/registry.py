@@ -1,6 +1,7 @@
 """The one mutable map the router reads: served name or alias -> the instance serving it.
 
-Only the reconciler writes it (``publish``, ``withdraw``); the HTTP layer reads it with
+Only the reconciler writes it (``publish``, ``withdraw``), from each model's state
+(``reconcile/views.py``); the HTTP layer reads it with
 ``acquire``, which counts requests in flight per endpoint so that a replaced or retired
 instance can be drained before it is stopped. Everything runs on one asyncio loop, so
 a switch of routing is a single assignment and needs no lock.
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from modelrunner.errors import ModelUnavailable, UnknownModel
+from modelrunner.http.gate import Gate
 
 
 @dataclass(eq=False)
@@ -57,8 +59,10 @@ class ServedModel:
     aliases: tuple[str, ...] = ()
     endpoint: Endpoint | None = None  # None while pending, pulling, starting or failed
     unavailable_reason: str | None = None  # why there is no endpoint
-    embeddings: bool = False
     created: float = field(default_factory=time.time)
+    # limits: the model's concurrency gate (kept across instances) and request timeout.
+    gate: Gate | None = None
+    request_timeout: float | None = None
     # Set for a model in standby (not loaded): a request calls it to have the model loaded.
     activate: Callable[[], None] | None = None
 

@@ -36,6 +36,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     debounce: float = 0.2
     poll: bool = False
     max_body_bytes: int = 16 * 1024 * 1024
+    # Memory models may take together ("16GiB", "80%"); unset: 90% of RAM (estimate.py).
+    memory_budget: str | None = None
 
 
 # Settings that can come from MR_<NAME>; tuples are comma-separated.
@@ -55,6 +57,7 @@ _ENV_FIELDS = (
     "debounce",
     "poll",
     "max_body_bytes",
+    "memory_budget",
 )
 
 
