@@ -20,7 +20,7 @@ from modelrunner.engines.memory import group_alive
 from modelrunner.engines.process import EngineProcess
 from modelrunner.engines.restart import RetryPolicy
 from modelrunner.errors import ModelUnavailable
-from modelrunner.estimate import GiB, MiB, Budget
+from modelrunner.estimate import Budget, GiB, MiB
 from modelrunner.manifest.spec import ModelManifest
 from modelrunner.model_files import ModelFiles
 from modelrunner.reconcile.execute import Reconciler
@@ -109,11 +109,15 @@ def test_same_crash_three_times_stops_retrying_until_the_file_changes(
         error = reconciler.snapshot()[0].last_error or ""
         assert "engine killed by SIGSEGV (segmentation fault) during its readiness request" in error
         assert "last stderr: stub engine up" in error
-        assert "the same crash 3 times in a row: llama.cpp crashes on this CPU; rebuild with " in error
+        assert (
+            "the same crash 3 times in a row: llama.cpp crashes on this CPU; rebuild with " in error
+        )
         assert "scripts/install.sh --llama-portable" in error
-        with pytest.raises(ModelUnavailable, match="failed to start: .*SIGSEGV"):
-            with reconciler.registry.acquire("m"):
-                pass
+        with (
+            pytest.raises(ModelUnavailable, match=r"failed to start: .*SIGSEGV"),
+            reconciler.registry.acquire("m"),
+        ):
+            pass
         # Resync: nothing changed, so nothing is started.
         await reconciler.reconcile_once(retry_failed=True)
         await asyncio.sleep(0.5)

@@ -366,6 +366,15 @@ def _held_detail(state: DesiredState, file: str) -> str:
 
 def _facts(files: ModelFiles) -> estimate.ModelFacts | None:
     try:
-        return estimate.model_facts(files)
+        if files.format != "gguf":
+            return estimate.model_facts(files)
+        # estimate.model_facts reads GGUFs with gguf.GGUFReader: seconds per start.
+        from modelrunner.gguf_header import read_header
+        from modelrunner.store.gguf_meta import discover_shards
+
+        shards = discover_shards(files.path)
+        size = sum(shard.stat().st_size for shard in shards)
+        shape = estimate.kv_shape(read_header(shards[0]))
+        return estimate.ModelFacts("gguf", size, shape, files.context_size)
     except (OSError, ValueError, KeyError, ModelRunnerError):
         return None  # unreadable header: admitted without an estimate, never refused
