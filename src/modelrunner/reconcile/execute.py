@@ -77,6 +77,7 @@ class Reconciler:
         self._gpus: tuple[int, ...] = ()
         self._reserved: dict[tuple[str, int], estimate.Estimate] = {}
         self._admitting = asyncio.Lock()
+        self._closing = False  # shutting down: nothing is published any more
 
     # -- a pass -----------------------------------------------------------------
     async def reconcile_once(self, *, retry_failed: bool = False) -> None:
@@ -120,8 +121,8 @@ class Reconciler:
     # -- the one place views are written ------------------------------------------
     def publish(self, worker: ModelWorker) -> None:
         name, state = worker.name, worker.state
-        if self._workers.get(name) is not worker:
-            return  # a worker already let go (a late chore)
+        if self._closing or self._workers.get(name) is not worker:
+            return  # shutting down, or a worker already let go (a late chore)
         running = worker.running()
         served = served_view(
             state,
@@ -335,6 +336,7 @@ class Reconciler:
     # -- life cycle ---------------------------------------------------------------
     async def shutdown(self) -> None:
         """Withdraw every model, cancel what is under way, drain and stop every instance."""
+        self._closing = True
         workers = list(self._workers.values())
         for worker in workers:
             self.registry.withdraw(worker.name)
