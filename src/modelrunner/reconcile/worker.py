@@ -95,18 +95,10 @@ class ModelWorker:
     def send(self, event: lc.Event) -> None:
         before = self.state
         self.state, effects = lc.step(before, event, self.host.policy)
-        if (before.phase, before.error) != (self.state.phase, self.state.error):
-            log.info(
-                "%s: %s -> %s%s",
-                self.name,
-                before.phase,
-                self.state.phase,
-                f" ({self.state.error})"
-                if self.state.error and self.state.phase == "failed"
-                else "",
-            )
-            if self.state.phase == "failed" and self.state.error != before.error:
-                self.host.failed(self.name, self.state.error or "")
+        if before.phase != self.state.phase:
+            log.info("%s: %s -> %s", self.name, before.phase, self.state.phase)
+        if self.state.error is not None and self.state.error != before.error:
+            self.host.failed(self.name, self.state.error)
         self.host.publish(self)
         for effect in effects:
             self._do(effect)
@@ -178,10 +170,9 @@ class ModelWorker:
             refusal = await self.host.admit(self.name, attempt, desired, files)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            log.exception("%s: memory admission failed", self.name)
+        except Exception:  # a bug in admission must not keep a model from starting
+            log.exception("%s: memory admission failed; starting without it", self.name)
             refusal = None
-            log.warning("%s: starting without a memory check: %r", self.name, exc)
         if refusal is not None:
             self.send(lc.StartFailed(attempt, refusal, memory=True))
             return
