@@ -53,7 +53,7 @@ def status_view(
     state: ModelState, running: Running | None, previous: ModelStatus | None, now: float
 ) -> ModelStatus | None:
     phase = status_phase(state)
-    desired = applied(state)
+    desired = applied(state) or (state.draining[-1].desired if state.draining else None)
     if phase is None or desired is None:
         return None
     spec = desired.spec
