@@ -28,6 +28,7 @@ class Endpoint:
     base_url: str  # e.g. http://127.0.0.1:40123 ; requests go to base_url + "/v1/..."
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)  # when the last request ended
+    served: int = 0  # requests that ended
     _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -39,6 +40,7 @@ class Endpoint:
 
     def leave(self) -> None:
         self.in_flight -= 1
+        self.served += 1
         self.last_used = time.monotonic()
         if self.in_flight == 0:
             self._idle.set()

@@ -44,6 +44,9 @@ log = logging.getLogger("modelrunner.reconcile")
 
 InstanceFactory = Callable[..., "EngineProcess"]
 _EVICTION_WAIT = 15.0  # seconds beyond drain_timeout for evicted instances to stop
+# A fresh instance is kept at least this long for its first request, whatever keep_alive
+# says: the request that loaded it comes back after its 503's Retry-After.
+_FIRST_REQUEST_GRACE = 10.0
 
 
 class Reconciler:
@@ -296,6 +299,8 @@ class Reconciler:
             if desired is None:
                 continue
             keep = duration_seconds(desired.spec.keep_alive, float("inf"))
+            if not endpoint.served:
+                keep = max(keep, _FIRST_REQUEST_GRACE)
             if now - endpoint.last_used >= keep:
                 log.info("%s: idle longer than keep_alive; unloading", worker.name)
                 worker.send(lc.Idle())
