@@ -124,6 +124,14 @@ def test_failed_replacement_keeps_the_old_instance_serving() -> None:
     assert lc.applied(state) == V1  # what the status and the registry show
 
 
+def test_crash_of_the_old_instance_while_its_replacement_starts() -> None:
+    state, effects = run(SERVING, lc.ManifestRead(V2), lc.Exited(1, "engine killed by SIGKILL"))
+    assert (state.phase, state.serving, state.trying) == ("starting", None, V2)
+    assert effects[-1] == lc.Stop(1)  # no retry timer: the replacement is the restart
+    state, effects = run(state, lc.Ready(2))
+    assert state.phase == "serving" and state.serving is not None and effects == []
+
+
 def test_retire_ends_absent_after_the_drain() -> None:
     state, _ = run(SERVING, lc.ManifestRead(None), lc.Drained(1))
     assert state.phase == "absent"
@@ -264,3 +272,55 @@ def test_every_state_change_keeps_the_name() -> None:
     for event in (lc.ManifestRead(V2), lc.Idle(), lc.ManifestRead(None)):
         state, _ = lc.step(state, event, POLICY)
         assert state.name == "m"
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_no_instance_is_ever_orphaned(seed: int) -> None:
+    """Random event sequences (stale ones included) against a simulated worker: every live
+    process is the serving one, the one starting, or one draining; never one forgotten."""
+    import random
+
+    rng = random.Random(seed)
+    state, live = ABSENT, set()
+    for _ in range(60):
+        alive = sorted(live)
+        choices: list[lc.Event] = [
+            lc.ManifestRead(rng.choice([V1, V2, ALIAS, BROKEN, None])),
+            lc.Pulled(state.attempt, FILES),
+            lc.PullFailed(state.attempt, "no such tag"),
+            lc.Ready(state.attempt),
+            lc.StartFailed(state.attempt, "crash", SEGV),
+            lc.StartFailed(state.attempt, "too big", memory=True),
+            lc.RequestArrived(),
+            lc.Idle(),
+            lc.RetryTimer(state.timer),
+            lc.MemoryFreed(),
+            lc.Retry(sighup=rng.random() < 0.5),
+        ]
+        if alive:
+            choices += [lc.Exited(rng.choice(alive), "crash", SEGV), lc.Drained(rng.choice(alive))]
+        if state.serving is not None:
+            choices.append(lc.Exited(state.serving.attempt, "crash", None))
+        event = rng.choice(choices)
+        if isinstance(event, lc.Ready | lc.StartFailed) and state.attempt not in live:
+            continue  # only a spawned attempt gets ready or fails at start
+        if isinstance(event, lc.StartFailed):
+            live.discard(event.attempt)  # a failed start leaves no process behind
+        if isinstance(event, lc.Drained):
+            if event.attempt in {i.attempt for i in state.draining}:
+                live.discard(event.attempt)  # the worker reports it once it stopped it
+            else:
+                continue
+        state, effects = lc.step(state, event, POLICY)
+        for effect in effects:
+            if isinstance(effect, lc.Spawn):
+                live.add(effect.attempt)
+            elif isinstance(effect, lc.Abort | lc.Stop):
+                live.discard(effect.attempt)
+        owned = {i.attempt for i in state.draining}
+        if state.serving is not None:
+            owned.add(state.serving.attempt)
+        if state.phase == "starting":
+            owned.add(state.attempt)
+        assert live <= owned, (event, state.phase, live, owned)
+        assert len(live - {i.attempt for i in state.draining}) <= 2

@@ -294,6 +294,8 @@ def _observe(s: ModelState, event: Event, policy: RetryPolicy) -> Result:
         ):
             return _failed(s, error, exit, memory=memory, stamp=stamp, policy=policy)
         case Exited(attempt, error) if s.serving is not None and s.serving.attempt == attempt:
+            if s.phase in ("pulling", "starting"):  # its replacement is on its way already
+                return replace(s, serving=None, error=error), (Stop(attempt),)
             failures = s.failures + 1
             delay = backoff_delay(failures, policy)
             token = s.timer + 1
