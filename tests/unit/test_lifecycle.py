@@ -323,4 +323,9 @@ def test_no_instance_is_ever_orphaned(seed: int) -> None:
         if state.phase == "starting":
             owned.add(state.attempt)
         assert live <= owned, (event, state.phase, live, owned)
+        assert (state.trying is not None) == (state.phase in ("pulling", "starting"))
+        assert (state.phase == "serving") <= (state.serving is not None)
+        assert (state.phase == "standby") <= (state.serving is None and state.files is not None)
+        assert (state.target is None) == (state.phase in ("draining", "absent"))
+        assert (state.phase == "failed") <= (state.waiting is not None)
         assert len(live - {i.attempt for i in state.draining}) <= 2
