@@ -193,6 +193,13 @@ def test_memory_admission_refuses_then_evicts_an_idle_model(
         status = {s.name: s for s in reconciler.snapshot()}
         assert status["a"].phase == "standby"
         assert status["b"].last_error is None
+        # A restart-class change of b: its own old instance is replaced, not added to.
+        before = status["b"].instance
+        write(folder, "b", smollm2_gguf, context_size=512)
+        await reconciler.reconcile_once()
+        await until(lambda: {s.name: s for s in reconciler.snapshot()}["b"].instance != before)
+        status = {s.name: s for s in reconciler.snapshot()}
+        assert (status["b"].phase, status["b"].last_error) == ("ready", None)
         await reconciler.shutdown()
 
     asyncio.run(run())

@@ -237,13 +237,15 @@ class Reconciler:
                 loop.call_soon(worker.send, lc.MemoryFreed())
 
     def _residents(self, exclude: str) -> list[Resident]:
+        """What holds memory, but for model ``exclude``: its own old instance is replaced,
+        not added to (a replacement runs beside it only until the old one drains)."""
         residents = []
         for (name, attempt), need in self._reserved.items():
-            if need.need is None:
+            if need.need is None or name == exclude:
                 continue
             worker = self._workers.get(name)
             evictable, last_used = False, 0.0
-            if worker is not None and name != exclude:
+            if worker is not None:
                 state, endpoint = worker.state, worker.endpoint()
                 serving, desired = state.serving, lc.applied(state)
                 if (
