@@ -152,10 +152,9 @@ def test_a_fix_aborts_a_start_in_progress_and_serves_at_once(
         hanging = engines.started[0].pid
         assert hanging is not None
         write(folder, "m", weights, env={"FIXED": "1"})
-        started = asyncio.get_running_loop().time()
         await reconciler.reconcile_once()
-        await until(lambda: reconciler.snapshot()[0].phase == "ready")
-        assert asyncio.get_running_loop().time() - started < 5  # not the 60 s start timeout
+        # Well before the hanging start's own 60 s timeout would have ended it.
+        await until(lambda: reconciler.snapshot()[0].phase == "ready", timeout=30)
         assert not group_alive(hanging)  # the half-started instance was stopped
         assert len(engines.started) == 2
         assert [p.pid is not None for p in engines.started] == [False, True]  # exactly one

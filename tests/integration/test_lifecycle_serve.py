@@ -123,12 +123,10 @@ def test_limits_are_enforced_and_changed_in_place(
 
     long = {"model": "smol", "prompt": "Once upon a time", "max_tokens": 1500,
             "logit_bias": NO_EOS}  # fmt: skip
-    started = time.monotonic()
     answer = httpx.post(f"{server.url}/v1/completions", json=long, timeout=120)
     assert answer.status_code == 504, answer.text
     assert answer.json()["error"]["code"] == "timeout"
     assert "limits.request_timeout (1s)" in answer.json()["error"]["message"]
-    assert time.monotonic() - started < 30  # cut short; the whole answer takes far longer
 
     # Mid-stream: the status line is gone, so the stream ends with an error event.
     status, _, _, _ = stream(server, {**long, "stream": True})
