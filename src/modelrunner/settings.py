@@ -38,6 +38,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 16 * 1024 * 1024
     # The request inspector keeps this many request/answer pairs per model (0: off).
     record_requests: int = 10
+    # Memory models may take together ("16GiB", "80%"); unset: 90% of RAM (estimate.py).
+    memory_budget: str | None = None
 
 
 # Settings that can come from MR_<NAME>; tuples are comma-separated.
@@ -58,6 +60,7 @@ _ENV_FIELDS = (
     "poll",
     "max_body_bytes",
     "record_requests",
+    "memory_budget",
 )
 
 

@@ -3,7 +3,8 @@ their own engine process, never here, so ``mr lint`` and the CLI start fast.
 
     catalog.py     the engines by name (formats, packages, launch builder)
     llamacpp.py    manifest -> launch (pure), likewise vllm.py, diffusers.py
-    process.py     EngineProcess: one owner per engine process
+    process.py     EngineProcess: one owner per engine process (spawn, probe, watch)
+    exits.py       how a process ended, in words, and what to do about repeated crashes
     *_server.py    the project's own engine servers (run as ``python -m``)
 """
 
@@ -13,8 +14,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:
     from modelrunner.engines.launch import Launch
-    from modelrunner.engines.process import EngineProcess, StateCallback
-    from modelrunner.engines.restart import RestartPolicy
+    from modelrunner.engines.process import EngineProcess, ExitCallback, Liveness
     from modelrunner.manifest.spec import ModelManifest
     from modelrunner.model_files import ModelFiles
     from modelrunner.settings import Settings
@@ -41,8 +41,8 @@ def create_instance(
     settings: Settings,
     *,
     instance_id: str | None = None,
-    policy: RestartPolicy | None = None,
-    on_state_change: StateCallback | None = None,
+    liveness: Liveness | None = None,
+    on_exit: ExitCallback | None = None,
 ) -> EngineProcess:
     """A stopped engine instance for ``manifest`` (call ``await instance.start()``).
 
@@ -75,8 +75,8 @@ def create_instance(
         spec.name,
         build,
         log_dir=settings.log_dir,
-        policy=policy,
-        on_state_change=on_state_change,
+        liveness=liveness,
+        on_exit=on_exit,
     )
 
 

@@ -42,7 +42,6 @@ class Launch:
     health_path: str
     probe: Probe
     startup_timeout: float  # seconds from spawn to a successful probe
-    metrics_path: str | None = None  # Prometheus text, when the engine exposes it
 
 
 LaunchBuilder = Callable[[ModelManifest, ModelFiles, int, Settings, str], Launch]

@@ -58,7 +58,6 @@ def build_launch(
         ),
         # Loading, profiling and (on GPUs) compiling take minutes, not seconds.
         startup_timeout=600.0,
-        metrics_path="/metrics",
     )
 
 

@@ -18,6 +18,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from modelrunner.errors import (
     ModelRunnerError,
     ModelUnavailable,
+    Overloaded,
+    RequestTimedOut,
     UnknownModel,
     UpstreamFailed,
 )
@@ -87,6 +89,11 @@ def from_exception(exc: BaseException, where: str) -> Problem:
         return problem(503, str(exc), code="model_unavailable", headers=(("retry-after", retry),))
     if isinstance(exc, UpstreamFailed):
         return problem(502, str(exc), code="upstream_failed")
+    if isinstance(exc, Overloaded):
+        retry = str(max(1, math.ceil(exc.retry_after)))
+        return problem(429, str(exc), headers=(("retry-after", retry),))
+    if isinstance(exc, RequestTimedOut):
+        return problem(504, str(exc), code="timeout")
     if isinstance(exc, ValidationException):
         return _validation(exc, where)
     if isinstance(exc, HTTPException):

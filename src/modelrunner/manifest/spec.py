@@ -182,17 +182,6 @@ class ModelManifest(
         return present[0] if present else None
 
     @property
-    def settings(self) -> EngineSettings | None:
-        engine = self.declared_engine
-        if engine == "llama.cpp":
-            return self.llama_cpp
-        if engine == "vllm":
-            return self.vllm
-        if engine == "diffusers":
-            return self.diffusers
-        return None
-
-    @property
     def served_names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 

@@ -24,9 +24,12 @@ Pass = Callable[..., Awaitable[Any]]
 
 
 class Triggers:
-    def __init__(self, settings: Settings, reconcile: Pass) -> None:
+    def __init__(
+        self, settings: Settings, reconcile: Pass, on_sighup: Callable[[], None] | None = None
+    ) -> None:
         self.settings = settings
         self._reconcile = reconcile
+        self._on_sighup = on_sighup
         self._pending = asyncio.Event()
         self._retry = False
         self._stop = asyncio.Event()
@@ -82,11 +85,16 @@ class Triggers:
             await asyncio.sleep(self.settings.resync_interval)
             self.fire(retry_failed=True)
 
+    def _sighup(self) -> None:
+        if self._on_sighup is not None:
+            self._on_sighup()
+        self.fire(retry_failed=True)
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Triggers]:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: self.fire(retry_failed=True))
+            loop.add_signal_handler(signal.SIGHUP, self._sighup)
         tasks = [
             asyncio.create_task(self._passes(), name="reconcile:passes"),
             asyncio.create_task(self._watch(), name="reconcile:watch"),
