@@ -22,15 +22,19 @@ from litestar.types import Method
 
 from modelrunner import __version__
 from modelrunner.http.admin import admin_handlers
+from modelrunner.http.anthropic_routes import anthropic_handlers
+from modelrunner.http.engine_call import EngineCall
 from modelrunner.http.errors import exception_handler
 from modelrunner.http.fast_path import FastPath
 from modelrunner.http.keys import KeyCheck, check_settings
+from modelrunner.http.ollama_routes import ollama_handlers
 from modelrunner.http.openai_routes import openai_handlers
 from modelrunner.http.upstream import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Registry
 from modelrunner.settings import Settings
 from modelrunner.status import StatusSource
+from modelrunner.store.store import Store
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -47,11 +51,15 @@ def create_app(
     keys = KeyCheck(check_settings(settings))
     forwarder = Forwarder(registry, metrics)
     fast = FastPath(forwarder, keys, settings.max_body_bytes)
+    # The Ollama and Anthropic APIs, translated to the OpenAI calls the engines serve.
+    calls = EngineCall(forwarder)
+    store = Store(settings.store_dir, settings.insecure_registries)
+    translated = [*ollama_handlers(calls, status, store), *anthropic_handlers(calls)]
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version"],
         )
         if settings.cors_origins
         else None
@@ -70,7 +78,11 @@ def create_app(
         ),
     )
     return Litestar(
-        route_handlers=[*openai_handlers(forwarder, fast), *admin_handlers(forwarder, status)],
+        route_handlers=[
+            *openai_handlers(forwarder, fast),
+            *admin_handlers(forwarder, status),
+            *translated,
+        ],
         lifespan=[forwarder.lifespan, *lifespan],
         guards=[_require_key(keys)] if keys.enabled else [],
         exception_handlers={Exception: exception_handler},
@@ -88,10 +100,13 @@ def _require_key(
     def require_key(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
-        if handler.opt.get("public") or keys.accepts(connection.headers.get("authorization")):
+        headers = connection.headers
+        if handler.opt.get("public") or keys.accepts(
+            headers.get("authorization"), headers.get("x-api-key")
+        ):
             return
         raise NotAuthorizedException(
-            detail="Missing or wrong API key: send 'Authorization: Bearer <key>'",
+            detail="Missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key'",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -68,6 +68,7 @@ class StatusBook:
                 file=desired.file,
                 content_hash=desired.content_hash,
                 reference=spec.model,
+                keep_alive=spec.keep_alive,
                 in_place_key=desired.keys.in_place,
                 restart_key=desired.keys.restart,
                 pull_key=desired.keys.pull,

@@ -1,0 +1,138 @@
+"""Anthropic's Messages API at ``/anthropic/v1/messages``, ``/v1/messages``,
+``/engines/v1/messages`` and ``/engines/{engine}/v1/messages`` (plus ``.../count_tokens``),
+translated to the OpenAI chat call the engines serve (``anthropic_translate``), streamed as
+Anthropic's event sequence event by event, every error in Anthropic's shape."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response import Stream
+from litestar.types import ExceptionHandlersMap
+
+from modelrunner.errors import UpstreamFailed
+from modelrunner.http.anthropic_shapes import (
+    AnthropicError,
+    AnthropicErrorDetail,
+    CountTokensRequest,
+    MessagesRequest,
+)
+from modelrunner.http.anthropic_translate import (
+    Event,
+    InvalidMessages,
+    StreamTranslator,
+    chat_request,
+    count_request,
+    error_type,
+    input_tokens,
+    message_answer,
+)
+from modelrunner.http.engine_call import EngineCall, EventStream, problem_of
+from modelrunner.http.openai_routes import EngineParam, checked_segment
+
+TAGS: Final = ["Anthropic Messages"]
+_STREAM_HEADERS: Final = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+ERRORS: Final = {
+    code: ResponseSpec(AnthropicError, description=text, generate_examples=False)
+    for code, text in {
+        400: "Invalid body (invalid_request_error)",
+        401: "Missing or wrong API key (authentication_error)",
+        404: "Unknown model (not_found_error)",
+        413: "Body larger than the server's limit",
+        502: "The engine failed (api_error)",
+        503: "The model is starting (overloaded_error), see Retry-After",
+    }.items()
+}
+
+
+def paths(suffix: str) -> list[str]:
+    return [
+        f"/anthropic/v1/{suffix}",
+        f"/v1/{suffix}",
+        f"/engines/v1/{suffix}",
+        f"/engines/{{engine:str}}/v1/{suffix}",
+    ]
+
+
+def anthropic_error(exc: BaseException, where: str) -> tuple[int, AnthropicError, dict[str, str]]:
+    if isinstance(exc, InvalidMessages):
+        status, message, headers = 400, str(exc), {}
+    else:
+        found = problem_of(exc, where)
+        status, message, headers = found.status, found.body.error.message, dict(found.headers)
+    return status, AnthropicError(AnthropicErrorDetail(error_type(status), message)), headers
+
+
+def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    status, body, headers = anthropic_error(exc, f"{request.method} {request.url.path}")
+    return Response(
+        msgspec.json.encode(body),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+HANDLERS: Final[ExceptionHandlersMap] = {Exception: _handle}
+
+
+def _sse(events: list[Event]) -> bytes:
+    return b"".join(
+        b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+        for name, data in events
+    )
+
+
+async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncIterator[bytes]:
+    async with stream:
+        yield _sse(translate.start())
+        try:
+            async for chunk in stream:
+                if found := translate.feed(chunk):
+                    yield _sse(found)
+            yield _sse(translate.finish())
+        except UpstreamFailed as exc:
+            _, body, _ = anthropic_error(exc, stream.op)
+            yield _sse([("error", msgspec.to_builtins(body))])
+
+
+def anthropic_handlers(calls: EngineCall) -> list[HTTPRouteHandler]:
+    @post(paths("messages"), tags=TAGS, status_code=200, exception_handlers=HANDLERS,
+          responses=ERRORS)  # fmt: skip
+    async def messages(data: MessagesRequest, engine: EngineParam = "") -> Response[Any]:
+        """Create a message; server-sent events in Anthropic's sequence with ``"stream": true``."""
+        segment = checked_segment(engine)
+        body = chat_request(data)
+        if data.stream:
+            stream = await calls.stream(
+                "chat/completions", data.model, body, segment, route="messages"
+            )
+            events = _events(stream, StreamTranslator(data.model))
+            return Stream(events, media_type="text/event-stream", headers=_STREAM_HEADERS)
+        answer = await calls.complete(
+            "chat/completions", data.model, body, segment, route="messages"
+        )
+        content = msgspec.json.encode(message_answer(answer.body, data.model))
+        return Response(content, media_type="application/json")
+
+    @post(paths("messages/count_tokens"), tags=TAGS, status_code=200,
+          exception_handlers=HANDLERS, responses=ERRORS)  # fmt: skip
+    async def count_tokens(data: CountTokensRequest, engine: EngineParam = "") -> dict[str, int]:
+        """The input tokens a Messages request would cost (the model's chat template applied)."""
+        segment = checked_segment(engine)
+        answer = await calls.complete(
+            "chat/completions",
+            data.model,
+            count_request(data),
+            segment,
+            route="messages/count_tokens",
+        )
+        return {"input_tokens": input_tokens(answer.body)}
+
+    return [messages, count_tokens]
