@@ -66,7 +66,7 @@ def anthropic_error(exc: BaseException, where: str) -> tuple[int, AnthropicError
     else:
         found = problem_of(exc, where)
         status, message, headers = found.status, found.body.error.message, dict(found.headers)
-    return status, AnthropicError(AnthropicErrorDetail(error_type(status), message)), headers
+    return status, AnthropicError(error=AnthropicErrorDetail(error_type(status), message)), headers
 
 
 def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -58,6 +58,6 @@ class AnthropicErrorDetail(msgspec.Struct):
     message: str
 
 
-class AnthropicError(msgspec.Struct):
-    error: AnthropicErrorDetail
+class AnthropicError(msgspec.Struct, kw_only=True):
     type: str = "error"
+    error: AnthropicErrorDetail

@@ -53,6 +53,7 @@ from modelrunner.store.store import Store
 
 TAGS: Final = ["Ollama"]
 NDJSON: Final = "application/x-ndjson"
+_STREAM_HEADERS: Final = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class OllamaError(msgspec.Struct):
@@ -73,7 +74,9 @@ ERRORS: Final = {
 
 def ollama_error(exc: BaseException, where: str) -> tuple[int, str, dict[str, str]]:
     """Status, message and headers of the Ollama answer to any exception."""
-    if isinstance(exc, BadRequest | InvalidReference | UsageError):
+    if isinstance(exc, BadRequest):
+        return 400, f"{exc.field}: {exc}" if exc.field else str(exc), {}
+    if isinstance(exc, InvalidReference | UsageError):
         return 400, str(exc), {}
     if isinstance(exc, ModelNotFound):
         return 404, str(exc), {}
@@ -149,7 +152,8 @@ def ollama_handlers(
         if stream:
             events = await calls.stream(op, served, body, route=route)
             lines = ndjson(events, StreamTranslator(kind, name, started))
-            return Stream(lines, media_type=NDJSON, headers=_warning(warnings))
+            headers = {**_STREAM_HEADERS, **_warning(warnings)}
+            return Stream(lines, media_type=NDJSON, headers=headers)
         done = await calls.complete(op, served, body, route=route)
         shape = chat_answer if kind == "chat" else generate_answer
         return _json(shape(done.body, name, started, time.perf_counter()), _warning(warnings))
@@ -261,7 +265,7 @@ def ollama_handlers(
                 _, message, _ = ollama_error(exc, "POST /api/pull")
                 yield msgspec.json.encode(OllamaError(message)) + b"\n"
 
-        return Stream(encoded(), media_type=NDJSON)
+        return Stream(encoded(), media_type=NDJSON, headers=_STREAM_HEADERS)
 
     @delete("/api/delete", tags=TAGS, status_code=200, exception_handlers=HANDLERS,
             responses=ERRORS)  # fmt: skip
