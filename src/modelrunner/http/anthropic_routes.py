@@ -93,8 +93,8 @@ async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncIter
     async with stream:
         yield _sse(translate.start())
         try:
-            async for chunk in stream:
-                if found := translate.feed(chunk):
+            async for batch in stream.batches():
+                if found := [event for chunk in batch for event in translate.feed(chunk)]:
                     yield _sse(found)
             yield _sse(translate.finish())
         except UpstreamFailed as exc:

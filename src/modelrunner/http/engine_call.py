@@ -13,7 +13,8 @@ What it offers (a stable interface; other route modules build on it):
   usage do). It returns once the engine accepted the request (its status line arrived),
   so every refusal is still an exception the route can answer with a status code.
   ``async for event in stream`` then yields each server-sent ``data:`` event as a decoded
-  dict, as it arrives (nothing is buffered beyond one event), ending at ``[DONE]``. Always
+  dict, as it arrives (nothing is buffered beyond one event), ending at ``[DONE]``;
+  ``stream.batches()`` yields the same events grouped by network read (lists). Always
   ``await stream.aclose()`` (or ``async with stream:``): it gives the model's in-flight
   slot back and, if the answer was not read to its end, closes the engine connection,
   which stops the generation (what a client disconnect must do).
@@ -253,21 +254,33 @@ class EventStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The events as they arrive, grouped by what arrived together (one network read):
+        a translator can answer them with one write instead of one per event."""
         where = _where(self.op, self.model, self.endpoint)
         try:
             while True:
                 found, self._buffer = split_events(self._buffer)
+                batch: list[dict[str, Any]] = []
                 for data in found:
                     if data == _DONE:
                         self._status = 200
+                        if batch:
+                            yield batch
                         return
                     event = _decode_event(data, where)
-                    self._call._count(self.model.name, event.get("usage"))
-                    yield event
+                    if "usage" in event:
+                        self._call._count(self.model.name, event["usage"])
+                    batch.append(event)
+                if batch:
+                    yield batch
                 try:
                     chunk = await self._response.chunk()
                 except UpstreamError as exc:
-                    self._status = 502
                     raise UpstreamFailed(
                         f"The engine failed mid-stream on {where}: {exc}"
                     ) from None
@@ -277,7 +290,6 @@ class EventStream:
                     return
                 self._buffer += chunk
                 if len(self._buffer) > _MAX_EVENT:
-                    self._status = 502
                     raise UpstreamFailed(f"The engine sent an oversized event on {where}")
         except UpstreamFailed:
             self._status = 502

@@ -101,6 +101,10 @@ def _json(content: dict[str, Any], headers: dict[str, str] | None = None) -> Res
     return Response(msgspec.json.encode(content), media_type="application/json", headers=headers)
 
 
+def _lines(objects: list[dict[str, Any]]) -> bytes:
+    return b"".join(msgspec.json.encode(o) + b"\n" for o in objects)
+
+
 def _warning(warnings: list[str]) -> dict[str, str]:
     if not warnings:
         return {}
@@ -135,11 +139,12 @@ def ollama_handlers(
     async def ndjson(stream: EventStream, translate: StreamTranslator) -> AsyncIterator[bytes]:
         async with stream:
             try:
-                async for event in stream:
-                    for line in translate.feed(event, time.perf_counter()):
-                        yield msgspec.json.encode(line) + b"\n"
-                for line in translate.finish(time.perf_counter()):
-                    yield msgspec.json.encode(line) + b"\n"
+                async for batch in stream.batches():
+                    now = time.perf_counter()
+                    lines = [line for event in batch for line in translate.feed(event, now)]
+                    if lines:
+                        yield _lines(lines)
+                yield _lines(translate.finish(time.perf_counter()))
             except UpstreamFailed as exc:
                 yield msgspec.json.encode(OllamaError(str(exc))) + b"\n"
 
