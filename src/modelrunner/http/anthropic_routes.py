@@ -5,15 +5,14 @@ Anthropic's event sequence event by event, every error in Anthropic's shape."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.response import Stream
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ASGIApp, ExceptionHandlersMap
 
 from modelrunner.errors import UpstreamFailed
 from modelrunner.http.anthropic_shapes import (
@@ -34,9 +33,10 @@ from modelrunner.http.anthropic_translate import (
 )
 from modelrunner.http.engine_call import EngineCall, EventStream, problem_of
 from modelrunner.http.openai_routes import EngineParam, checked_segment
+from modelrunner.http.translated_answers import JsonAnswer, StreamAnswer
+from modelrunner.http.translated_fast import TranslatedFastPath
 
 TAGS: Final = ["Anthropic Messages"]
-_STREAM_HEADERS: Final = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 ERRORS: Final = {
     code: ResponseSpec(AnthropicError, description=text, generate_examples=False)
@@ -89,24 +89,28 @@ def _sse(events: list[Event]) -> bytes:
     )
 
 
-async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncIterator[bytes]:
+async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncGenerator[bytes, None]:
     async with stream:
-        yield _sse(translate.start())
+        # message_start goes out with the first piece of the answer, the closing events with
+        # the last one: one write each time, as the OpenAI route's relay does.
+        pending = translate.start()
         try:
             async for batch in stream.batches():
-                if found := [event for chunk in batch for event in translate.feed(chunk)]:
-                    yield _sse(found)
-            yield _sse(translate.finish())
+                pending += [event for chunk in batch for event in translate.feed(chunk)]
+                if stream.ended:
+                    pending += translate.finish()
+                if len(pending) > 1 or stream.ended:
+                    yield _sse(pending)
+                    pending = []
+            if not stream.ended:
+                yield _sse(pending + translate.finish())
         except UpstreamFailed as exc:
             _, body, _ = anthropic_error(exc, stream.op)
             yield _sse([("error", msgspec.to_builtins(body))])
 
 
-def anthropic_handlers(calls: EngineCall) -> list[HTTPRouteHandler]:
-    @post(paths("messages"), tags=TAGS, status_code=200, exception_handlers=HANDLERS,
-          responses=ERRORS)  # fmt: skip
-    async def messages(data: MessagesRequest, engine: EngineParam = "") -> Response[Any]:
-        """Create a message; server-sent events in Anthropic's sequence with ``"stream": true``."""
+def anthropic_handlers(calls: EngineCall, fast: TranslatedFastPath) -> list[HTTPRouteHandler]:
+    async def message_for(data: MessagesRequest, engine: str) -> ASGIApp:
         segment = checked_segment(engine)
         body = chat_request(data)
         if data.stream:
@@ -114,12 +118,17 @@ def anthropic_handlers(calls: EngineCall) -> list[HTTPRouteHandler]:
                 "chat/completions", data.model, body, segment, route="messages"
             )
             events = _events(stream, StreamTranslator(data.model))
-            return Stream(events, media_type="text/event-stream", headers=_STREAM_HEADERS)
+            return StreamAnswer(events, "text/event-stream", {})
         answer = await calls.complete(
             "chat/completions", data.model, body, segment, route="messages"
         )
-        content = msgspec.json.encode(message_answer(answer.body, data.model))
-        return Response(content, media_type="application/json")
+        return JsonAnswer(msgspec.json.encode(message_answer(answer.body, data.model)))
+
+    @post(paths("messages"), tags=TAGS, status_code=200, exception_handlers=HANDLERS,
+          responses=ERRORS, middleware=[fast.middleware(MessagesRequest, message_for)])  # fmt: skip
+    async def messages(data: MessagesRequest, engine: EngineParam = "") -> ASGIApp:
+        """Create a message; server-sent events in Anthropic's sequence with ``"stream": true``."""
+        return await message_for(data, engine)
 
     @post(paths("messages/count_tokens"), tags=TAGS, status_code=200,
           exception_handlers=HANDLERS, responses=ERRORS)  # fmt: skip

@@ -29,6 +29,7 @@ from modelrunner.http.fast_path import FastPath
 from modelrunner.http.keys import KeyCheck, check_settings
 from modelrunner.http.ollama_routes import ollama_handlers
 from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.translated_fast import TranslatedFastPath
 from modelrunner.http.upstream import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Registry
@@ -54,7 +55,8 @@ def create_app(
     # The Ollama and Anthropic APIs, translated to the OpenAI calls the engines serve.
     calls = EngineCall(forwarder)
     store = Store(settings.store_dir, settings.insecure_registries)
-    translated = [*ollama_handlers(calls, status, store), *anthropic_handlers(calls)]
+    short = TranslatedFastPath(keys, settings.max_body_bytes)
+    translated = [*ollama_handlers(calls, status, store, short), *anthropic_handlers(calls, short)]
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),

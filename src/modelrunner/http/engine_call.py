@@ -14,7 +14,8 @@ What it offers (a stable interface; other route modules build on it):
   so every refusal is still an exception the route can answer with a status code.
   ``async for event in stream`` then yields each server-sent ``data:`` event as a decoded
   dict, as it arrives (nothing is buffered beyond one event), ending at ``[DONE]``;
-  ``stream.batches()`` yields the same events grouped by network read (lists). Always
+  ``stream.batches()`` yields the same events grouped by network read (lists), and
+  ``stream.ended`` is true from the batch the engine's end arrived with. Always
   ``await stream.aclose()`` (or ``async with stream:``): it gives the model's in-flight
   slot back and, if the answer was not read to its end, closes the engine connection,
   which stops the generation (what a client disconnect must do).
@@ -219,7 +220,7 @@ class EventStream:
     """The engine's server-sent events, decoded one by one as they arrive."""
 
     __slots__ = ("_buffer", "_call", "_closed", "_response", "_route", "_slot", "_started",
-                 "_status", "endpoint", "model", "op")  # fmt: skip
+                 "_status", "ended", "endpoint", "model", "op")  # fmt: skip
 
     def __init__(
         self,
@@ -242,6 +243,9 @@ class EventStream:
         self._started = started
         self._buffer = b""
         self._status = CLIENT_CLOSED  # until the stream is read to its end
+        # Set once the engine's end arrived, before the last batch is yielded: a translator
+        # can send its closing events with that batch.
+        self.ended = False
         self._closed = False
 
     async def __aenter__(self) -> EventStream:
@@ -269,6 +273,7 @@ class EventStream:
                 for data in found:
                     if data == _DONE:
                         self._status = 200
+                        self.ended = True
                         if batch:
                             yield batch
                         return
@@ -287,6 +292,7 @@ class EventStream:
                 if chunk is None:
                     # An engine that ends without [DONE] has still ended.
                     self._status = 200
+                    self.ended = True
                     return
                 self._buffer += chunk
                 if len(self._buffer) > _MAX_EVENT:

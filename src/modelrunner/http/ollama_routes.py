@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.response import Stream
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ASGIApp, ExceptionHandlersMap
 
 from modelrunner import __version__
 from modelrunner.errors import (
@@ -46,6 +45,8 @@ from modelrunner.http.ollama_translate import (
     generate_request,
     timestamp,
 )
+from modelrunner.http.translated_answers import JsonAnswer, StreamAnswer
+from modelrunner.http.translated_fast import TranslatedFastPath
 from modelrunner.manifest.spec import duration_seconds
 from modelrunner.reference import parse
 from modelrunner.status import StatusSource
@@ -53,7 +54,6 @@ from modelrunner.store.store import Store
 
 TAGS: Final = ["Ollama"]
 NDJSON: Final = "application/x-ndjson"
-_STREAM_HEADERS: Final = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class OllamaError(msgspec.Struct):
@@ -97,8 +97,8 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
 HANDLERS: Final[ExceptionHandlersMap] = {Exception: _handle}
 
 
-def _json(content: dict[str, Any], headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(msgspec.json.encode(content), media_type="application/json", headers=headers)
+def _json(content: dict[str, Any], headers: dict[str, str] | None = None) -> JsonAnswer:
+    return JsonAnswer(msgspec.json.encode(content), headers or {})
 
 
 def _lines(objects: list[dict[str, Any]]) -> bytes:
@@ -112,7 +112,7 @@ def _warning(warnings: list[str]) -> dict[str, str]:
 
 
 def ollama_handlers(
-    calls: EngineCall, status: StatusSource, store: Store
+    calls: EngineCall, status: StatusSource, store: Store, fast: TranslatedFastPath
 ) -> list[HTTPRouteHandler]:
     registry = calls.forwarder.registry
     facts = FactsCache(store)
@@ -129,36 +129,42 @@ def ollama_handlers(
             return bare
         return name
 
-    def load(name: str, answer: dict[str, Any]) -> Response[bytes]:
+    def load(name: str, answer: dict[str, Any]) -> JsonAnswer:
         """Ollama loads the model for a request with nothing to answer."""
         with registry.acquire(served_name(name)):
             pass  # a model in standby is asked to load (503 + Retry-After meanwhile)
         return _json({"model": name, "created_at": timestamp(), **answer, "done": True,
                       "done_reason": "load"})  # fmt: skip
 
-    async def ndjson(stream: EventStream, translate: StreamTranslator) -> AsyncIterator[bytes]:
+    async def ndjson(
+        stream: EventStream, translate: StreamTranslator
+    ) -> AsyncGenerator[bytes, None]:
         async with stream:
             try:
+                finished = False
                 async for batch in stream.batches():
                     now = time.perf_counter()
                     lines = [line for event in batch for line in translate.feed(event, now)]
+                    if stream.ended:  # the end came with this batch: one write for both
+                        lines += translate.finish(now)
+                        finished = True
                     if lines:
                         yield _lines(lines)
-                yield _lines(translate.finish(time.perf_counter()))
+                if not finished:
+                    yield _lines(translate.finish(time.perf_counter()))
             except UpstreamFailed as exc:
                 yield msgspec.json.encode(OllamaError(str(exc))) + b"\n"
 
     async def answer(
         kind: str, op: str, name: str, body: dict[str, Any], stream: bool, warnings: list[str]
-    ) -> Response[Any]:
+    ) -> ASGIApp:
         started = time.perf_counter()
         served = served_name(name)
         route = f"api/{kind}"
         if stream:
             events = await calls.stream(op, served, body, route=route)
             lines = ndjson(events, StreamTranslator(kind, name, started))
-            headers = {**_STREAM_HEADERS, **_warning(warnings)}
-            return Stream(lines, media_type=NDJSON, headers=headers)
+            return StreamAnswer(lines, NDJSON, _warning(warnings))
         done = await calls.complete(op, served, body, route=route)
         shape = chat_answer if kind == "chat" else generate_answer
         return _json(shape(done.body, name, started, time.perf_counter()), _warning(warnings))
@@ -203,24 +209,32 @@ def ollama_handlers(
         found = await asyncio.to_thread(facts.get, known[model.name])
         return show_answer(model, found, data.verbose)
 
-    @post("/api/chat", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS)
-    async def chat(data: OllamaChatRequest) -> Response[Any]:
-        """A chat turn; NDJSON lines unless ``"stream": false``."""
+    async def chat_answer_for(data: OllamaChatRequest, _segment: str = "") -> ASGIApp:
         if not data.messages:
             return load(data.model, {"message": {"role": "assistant", "content": ""}})
         body, warnings = chat_request(data)
         return await answer("chat", "chat/completions", data.model, body, data.stream, warnings)
 
-    @post(
-        "/api/generate", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS
-    )
-    async def generate(data: OllamaGenerateRequest) -> Response[Any]:
-        """A completion of ``prompt`` (a chat turn unless ``raw``); NDJSON unless
-        ``"stream": false``."""
+    async def generate_answer_for(data: OllamaGenerateRequest, _segment: str = "") -> ASGIApp:
         op, body, warnings = generate_request(data)
         if not data.prompt:
             return load(data.model, {"response": ""})
         return await answer("generate", op, data.model, body, data.stream, warnings)
+
+    @post("/api/chat", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS,
+          middleware=[fast.middleware(OllamaChatRequest, chat_answer_for)])  # fmt: skip
+    async def chat(data: OllamaChatRequest) -> ASGIApp:
+        """A chat turn; NDJSON lines unless ``"stream": false``."""
+        return await chat_answer_for(data)
+
+    short_generate = fast.middleware(OllamaGenerateRequest, generate_answer_for)
+
+    @post("/api/generate", tags=TAGS, status_code=200, exception_handlers=HANDLERS,
+          responses=ERRORS, middleware=[short_generate])  # fmt: skip
+    async def generate(data: OllamaGenerateRequest) -> ASGIApp:
+        """A completion of ``prompt`` (a chat turn unless ``raw``); NDJSON unless
+        ``"stream": false``."""
+        return await generate_answer_for(data)
 
     @post("/api/embed", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS)
     async def embed(data: OllamaEmbedRequest) -> dict[str, Any]:
@@ -243,7 +257,7 @@ def ollama_handlers(
         return {"embedding": vectors[0] if vectors else []}
 
     @post("/api/pull", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS)
-    async def pull(data: OllamaModelRequest) -> Response[Any]:
+    async def pull(data: OllamaModelRequest) -> ASGIApp:
         """Pull a model into the store; progress as NDJSON status lines unless
         ``"stream": false``."""
         if not data.which:
@@ -262,7 +276,7 @@ def ollama_handlers(
                 last = line
             return _json(last)
 
-        async def encoded() -> AsyncIterator[bytes]:
+        async def encoded() -> AsyncGenerator[bytes, None]:
             try:
                 async for line in lines:
                     yield msgspec.json.encode(line) + b"\n"
@@ -270,7 +284,7 @@ def ollama_handlers(
                 _, message, _ = ollama_error(exc, "POST /api/pull")
                 yield msgspec.json.encode(OllamaError(message)) + b"\n"
 
-        return Stream(encoded(), media_type=NDJSON, headers=_STREAM_HEADERS)
+        return StreamAnswer(encoded(), NDJSON, {})
 
     @delete("/api/delete", tags=TAGS, status_code=200, exception_handlers=HANDLERS,
             responses=ERRORS)  # fmt: skip
