@@ -94,15 +94,17 @@ async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncGene
         # message_start goes out with the first piece of the answer, the closing events with
         # the last one: one write each time, as the OpenAI route's relay does.
         pending = translate.start()
+        finished = False
         try:
             async for batch in stream.batches():
                 pending += [event for chunk in batch for event in translate.feed(chunk)]
                 if stream.ended:
                     pending += translate.finish()
-                if len(pending) > 1 or stream.ended:
+                    finished = True
+                if len(pending) > 1 or finished:
                     yield _sse(pending)
                     pending = []
-            if not stream.ended:
+            if not finished:
                 yield _sse(pending + translate.finish())
         except UpstreamFailed as exc:
             _, body, _ = anthropic_error(exc, stream.op)
