@@ -178,8 +178,6 @@ def show_answer(model: ServedModel, facts: ModelFacts, verbose: bool) -> dict[st
     info = {k: v for k, v in metadata.items() if k != "tokenizer.chat_template"}
     if not verbose:
         info = {k: v for k, v in info.items() if not k.startswith("tokenizer.ggml.")}
-    if facts.parameter_size:
-        info.setdefault("general.parameter_count", facts.parameter_size)
     capabilities = ["embedding"] if model.embeddings else list(_CHAT_CAPABILITIES)
     lines = [f"# served by modelrunner as {model.name} ({model.engine})"]
     if template:
