@@ -120,7 +120,7 @@ def anthropic_handlers(calls: EngineCall, fast: TranslatedFastPath) -> list[HTTP
                 "chat/completions", data.model, body, segment, route="messages"
             )
             events = _events(stream, StreamTranslator(data.model))
-            return StreamAnswer(events, "text/event-stream", {})
+            return StreamAnswer(events, "text/event-stream", {}, stream.aclose)
         answer = await calls.complete(
             "chat/completions", data.model, body, segment, route="messages"
         )

@@ -105,6 +105,10 @@ def _lines(objects: list[dict[str, Any]]) -> bytes:
     return b"".join(msgspec.json.encode(o) + b"\n" for o in objects)
 
 
+async def _nothing() -> None:
+    return None
+
+
 def _warning(warnings: list[str]) -> dict[str, str]:
     if not warnings:
         return {}
@@ -164,7 +168,7 @@ def ollama_handlers(
         if stream:
             events = await calls.stream(op, served, body, route=route)
             lines = ndjson(events, StreamTranslator(kind, name, started))
-            return StreamAnswer(lines, NDJSON, _warning(warnings))
+            return StreamAnswer(lines, NDJSON, _warning(warnings), events.aclose)
         done = await calls.complete(op, served, body, route=route)
         shape = chat_answer if kind == "chat" else generate_answer
         return _json(shape(done.body, name, started, time.perf_counter()), _warning(warnings))
@@ -284,7 +288,7 @@ def ollama_handlers(
                 _, message, _ = ollama_error(exc, "POST /api/pull")
                 yield msgspec.json.encode(OllamaError(message)) + b"\n"
 
-        return StreamAnswer(encoded(), NDJSON, {})
+        return StreamAnswer(encoded(), NDJSON, {}, _nothing)
 
     @delete("/api/delete", tags=TAGS, status_code=200, exception_handlers=HANDLERS,
             responses=ERRORS)  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -44,12 +44,19 @@ class JsonAnswer:
 
 
 class StreamAnswer:
-    __slots__ = ("_done", "_headers", "_left", "_media_type", "_pieces")
+    __slots__ = ("_close", "_done", "_headers", "_left", "_media_type", "_pieces")
 
     def __init__(
-        self, pieces: AsyncGenerator[bytes, None], media_type: str, headers: Mapping[str, str]
+        self,
+        pieces: AsyncGenerator[bytes, None],
+        media_type: str,
+        headers: Mapping[str, str],
+        close: Callable[[], Awaitable[None]],
     ) -> None:
+        """``close`` ends what the pieces come from (the engine's stream): closing a
+        generator that never started runs none of its code."""
         self._pieces = pieces
+        self._close = close
         self._media_type = media_type
         self._headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **headers}
         self._left = False
@@ -80,7 +87,8 @@ class StreamAnswer:
             for watch in watcher:
                 watch.cancel()
             with contextlib.suppress(Exception):
-                await self._pieces.aclose()  # closes the engine's stream if not read to its end
+                await self._pieces.aclose()
+            await self._close()  # the engine's stream, if not read to its end
 
     async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
         while True:
