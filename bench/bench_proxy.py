@@ -182,6 +182,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
 
 
 async def load(port: int, raw: bytes, concurrency: int, seconds: float) -> Result:
@@ -204,7 +205,13 @@ async def load(port: int, raw: bytes, concurrency: int, seconds: float) -> Resul
     elapsed = time.perf_counter() - began
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return Result(len(latencies) / elapsed, statistics.median(latencies) * 1e3, p99 * 1e3, errors)
+    return Result(
+        len(latencies) / elapsed,
+        statistics.median(latencies) * 1e3,
+        p99 * 1e3,
+        errors,
+        len(latencies),
+    )
 
 
 # -- orchestration --------------------------------------------------------------------
@@ -241,6 +248,13 @@ def started(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (it does not count waiting for a core,
+    so it holds up on a busy machine where wall-clock figures do not)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -292,8 +306,8 @@ def _use_uvloop() -> None:
 
 
 @contextlib.contextmanager
-def llama_instance(gguf: Path) -> Iterator[int]:
-    """The product's llama.cpp engine serving ``gguf``; yields its port. The instance
+def llama_instance(gguf: Path) -> Iterator[tuple[int, int]]:
+    """The product's llama.cpp engine serving ``gguf``; yields its port and pid. The instance
     lives on an event loop of its own thread, as it does in `mr serve`."""
     import threading
 
@@ -321,7 +335,8 @@ def llama_instance(gguf: Path) -> Iterator[int]:
 
     try:
         run(instance.start())
-        yield instance.port
+        assert instance.port is not None and instance.pid is not None
+        yield instance.port, instance.pid
     finally:
         run(instance.stop())
         loop.call_soon_threadsafe(loop.stop)
@@ -348,10 +363,11 @@ def run_all(
     me = [sys.executable, __file__]
     stub_port, mr_port = free_port(), free_port()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(started([*me, "stub", str(stub_port)], stub_port))
+        stub = stack.enter_context(started([*me, "stub", str(stub_port)], stub_port))
+        pids = {"stub": stub.pid}
         upstreams = {"stub": stub_port}
         if gguf is not None:
-            upstreams["llama.cpp"] = stack.enter_context(llama_instance(gguf))
+            upstreams["llama.cpp"], pids["llama.cpp"] = stack.enter_context(llama_instance(gguf))
         pairs = [f"{name}=http://127.0.0.1:{port}" for name, port in upstreams.items()]
         mr = stack.enter_context(started([*me, "serve", str(mr_port), *pairs], mr_port))
         rss_idle = rss_mb(mr.pid)
@@ -362,7 +378,7 @@ def run_all(
                 rss_peak, proxy_table(upstreams, names, mr_port, mr.pid, seconds, repeat)
             )
         if table in ("apis", "all"):
-            rss_peak = max(rss_peak, apis_table(names, mr_port, mr.pid, seconds, repeat))
+            rss_peak = max(rss_peak, apis_table(names, pids, mr_port, mr.pid, seconds, repeat))
         print(f"mr resident memory: {rss_idle:.0f} MB idle, {rss_peak:.0f} MB peak under load")
 
 
@@ -417,32 +433,51 @@ def api_bodies(model: str, stream: bool) -> dict[str, tuple[str, dict[str, objec
     }  # fmt: skip
 
 
-def apis_table(names: list[str], mr_port: int, mr_pid: int, seconds: float, repeat: int) -> float:
+def apis_table(
+    names: list[str], pids: dict[str, int], mr_port: int, mr_pid: int, seconds: float,
+    repeat: int,
+) -> float:  # fmt: skip
     """Each translated API against mr's OpenAI chat route, rounds alternating; returns mr's
-    peak resident memory. "+p50" is the translation's added median latency."""
+    peak resident memory. "+p50" is the translation's added median latency. "mr us" is mr's
+    own CPU time per request and "eng us" the engine's: CPU time does not count waiting for
+    a core, so it holds up on a busy machine where wall-clock figures do not. "cpu %" is the
+    throughput the translated route keeps when mr and the engine share saturated cores:
+    (engine + mr for OpenAI) / (engine + mr for the API) per request."""
     rss_peak = 0.0
     print(f"\n{'upstream':<10} {'api':<9} {'request':<7} {'conc':>4} | {'openai rps':>10} "
-          f"{'p50 ms':>7} | {'api rps':>10} {'p50 ms':>7} {'p99 ms':>7} | {'+p50 ms':>7} "
-          f"{'rps %':>6}")  # fmt: skip
+          f"{'p50 ms':>7} {'mr us':>6} | {'api rps':>10} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'mr us':>6} {'eng us':>6} | {'+p50 ms':>7} {'+mr us':>6} {'rps %':>6} "
+          f"{'cpu %':>6}")  # fmt: skip
     for name in names:
         for kind, stream in (("short", False), ("stream", True)):
             bodies = api_bodies(name, stream)
             for concurrency in (1, 32):
                 rounds: dict[str, list[Result]] = {api: [] for api in bodies}
+                mr_cpu: dict[str, list[float]] = {api: [] for api in bodies}
+                engine_cpu: dict[str, list[float]] = {api: [] for api in bodies}
                 for _ in range(repeat):
                     for api, (path, body) in bodies.items():
                         raw = raw_request(mr_port, path, body)
-                        rounds[api].append(asyncio.run(load(mr_port, raw, concurrency, seconds)))
+                        mr0, engine0 = cpu_seconds(mr_pid), cpu_seconds(pids[name])
+                        result = asyncio.run(load(mr_port, raw, concurrency, seconds))
+                        count = max(1, result.requests)
+                        rounds[api].append(result)
+                        mr_cpu[api].append(1e6 * (cpu_seconds(mr_pid) - mr0) / count)
+                        engine_cpu[api].append(1e6 * (cpu_seconds(pids[name]) - engine0) / count)
                 rss_peak = max(rss_peak, rss_mb(mr_pid))
-                base = median_of(rounds["openai"])
+                base, base_mr = median_of(rounds["openai"]), statistics.median(mr_cpu["openai"])
+                base_engine = statistics.median(engine_cpu["openai"])
                 for api in ("ollama", "anthropic"):
-                    got = median_of(rounds[api])
+                    got, got_mr = median_of(rounds[api]), statistics.median(mr_cpu[api])
+                    got_engine = statistics.median(engine_cpu[api])
+                    cpu_ratio = (base_engine + base_mr) / max(1e-9, got_engine + got_mr)
                     errors = base.errors + got.errors
                     print(
                         f"{name:<10} {api:<9} {kind:<7} {concurrency:>4} | {base.rps:>10.1f} "
-                        f"{base.p50_ms:>7.2f} | {got.rps:>10.1f} {got.p50_ms:>7.2f} "
-                        f"{got.p99_ms:>7.2f} | {got.p50_ms - base.p50_ms:>+7.2f} "
-                        f"{100 * got.rps / base.rps:>5.0f}%"
+                        f"{base.p50_ms:>7.2f} {base_mr:>6.0f} | {got.rps:>10.1f} "
+                        f"{got.p50_ms:>7.2f} {got.p99_ms:>7.2f} {got_mr:>6.0f} {got_engine:>6.0f} | "
+                        f"{got.p50_ms - base.p50_ms:>+7.2f} {got_mr - base_mr:>+6.0f} "
+                        f"{100 * got.rps / base.rps:>5.0f}% {100 * cpu_ratio:>5.0f}%"
                         + (f"  errors {base.errors}/{got.errors}" if errors else ""),
                         flush=True,
                     )
