@@ -475,7 +475,8 @@ def apis_table(
                     print(
                         f"{name:<10} {api:<9} {kind:<7} {concurrency:>4} | {base.rps:>10.1f} "
                         f"{base.p50_ms:>7.2f} {base_mr:>6.0f} | {got.rps:>10.1f} "
-                        f"{got.p50_ms:>7.2f} {got.p99_ms:>7.2f} {got_mr:>6.0f} {got_engine:>6.0f} | "
+                        f"{got.p50_ms:>7.2f} {got.p99_ms:>7.2f} {got_mr:>6.0f} "
+                        f"{got_engine:>6.0f} | "
                         f"{got.p50_ms - base.p50_ms:>+7.2f} {got_mr - base_mr:>+6.0f} "
                         f"{100 * got.rps / base.rps:>5.0f}% {100 * cpu_ratio:>5.0f}%"
                         + (f"  errors {base.errors}/{got.errors}" if errors else ""),
