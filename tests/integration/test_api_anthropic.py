@@ -172,3 +172,10 @@ def test_errors_in_anthropics_shape(
     error = answer.json()
     assert error["type"] == "error" and error["error"]["type"] == kind
     assert says in error["error"]["message"]
+
+
+def test_wrong_method_in_anthropics_shape(smol_server: Server) -> None:
+    wrong = httpx.get(f"{smol_server.url}/anthropic/v1/messages", headers=smol_server.auth)
+    assert wrong.status_code == 405
+    assert wrong.json()["type"] == "error"
+    assert wrong.json()["error"]["type"] == "invalid_request_error"

@@ -218,3 +218,12 @@ def test_pull_and_delete_on_the_store(
     with pytest.raises(ollama.ResponseError) as caught:
         client.delete(ref)
     assert caught.value.status_code == 404
+
+
+def test_wrong_method_and_unknown_path_in_ollamas_shape(smol_server: Server) -> None:
+    wrong = httpx.get(f"{smol_server.url}/api/chat", headers=smol_server.auth, timeout=10)
+    assert wrong.status_code == 405 and wrong.json() == {
+        "error": "Method not allowed: GET /api/chat"
+    }
+    unknown = httpx.post(f"{smol_server.url}/api/nope", headers=smol_server.auth, timeout=10)
+    assert unknown.status_code == 404 and set(unknown.json()) == {"error"}

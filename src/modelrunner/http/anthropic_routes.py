@@ -69,7 +69,7 @@ def anthropic_error(exc: BaseException, where: str) -> tuple[int, AnthropicError
     return status, AnthropicError(error=AnthropicErrorDetail(error_type(status), message)), headers
 
 
-def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     status, body, headers = anthropic_error(exc, f"{request.method} {request.url.path}")
     return Response(
         msgspec.json.encode(body),
@@ -79,7 +79,7 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     )
 
 
-HANDLERS: Final[ExceptionHandlersMap] = {Exception: _handle}
+HANDLERS: Final[ExceptionHandlersMap] = {Exception: handle_error}
 
 
 def _sse(events: list[Event]) -> bytes:

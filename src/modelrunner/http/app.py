@@ -29,6 +29,7 @@ from modelrunner.http.fast_path import FastPath
 from modelrunner.http.keys import KeyCheck, check_settings
 from modelrunner.http.ollama_routes import ollama_handlers
 from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.translated_errors import per_api
 from modelrunner.http.translated_fast import TranslatedFastPath
 from modelrunner.http.upstream import Forwarder
 from modelrunner.metrics import Metrics
@@ -87,7 +88,7 @@ def create_app(
         ],
         lifespan=[forwarder.lifespan, *lifespan],
         guards=[_require_key(keys)] if keys.enabled else [],
-        exception_handlers={Exception: exception_handler},
+        exception_handlers={Exception: per_api(exception_handler)},
         cors_config=cors,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi,

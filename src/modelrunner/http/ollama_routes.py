@@ -88,13 +88,13 @@ def ollama_error(exc: BaseException, where: str) -> tuple[int, str, dict[str, st
     return found.status, found.body.error.message, dict(found.headers)
 
 
-def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     status, message, headers = ollama_error(exc, f"{request.method} {request.url.path}")
     body = msgspec.json.encode(OllamaError(message))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-HANDLERS: Final[ExceptionHandlersMap] = {Exception: _handle}
+HANDLERS: Final[ExceptionHandlersMap] = {Exception: handle_error}
 
 
 def _json(content: dict[str, Any], headers: dict[str, str] | None = None) -> JsonAnswer:
