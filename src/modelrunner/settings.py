@@ -36,6 +36,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     debounce: float = 0.2
     poll: bool = False
     max_body_bytes: int = 16 * 1024 * 1024
+    # The request inspector keeps this many request/answer pairs per model (0: off).
+    record_requests: int = 10
 
 
 # Settings that can come from MR_<NAME>; tuples are comma-separated.
@@ -55,6 +57,7 @@ _ENV_FIELDS = (
     "debounce",
     "poll",
     "max_body_bytes",
+    "record_requests",
 )
 
 

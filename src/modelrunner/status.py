@@ -9,9 +9,17 @@ import msgspec
 from modelrunner.manifest.problems import Problem
 
 # standby: applied, but not loaded (preload: false, or unloaded after keep_alive idle time);
-# the first request loads it.
+# the first request loads it. elsewhere: the manifest's placement selects other hosts.
 Phase = Literal[
-    "pending", "pulling", "starting", "ready", "standby", "draining", "failed", "retired"
+    "pending",
+    "pulling",
+    "starting",
+    "ready",
+    "standby",
+    "draining",
+    "failed",
+    "retired",
+    "elsewhere",
 ]
 
 
@@ -34,6 +42,8 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     pull_key: str | None = None
     updated_at: float = 0.0  # unix time of the last phase change
     ready_at: float | None = None
+    placement: str | None = None  # the hosts the manifest selects, when it has a placement
+    cluster: str | None = None  # the Ray cluster a vLLM instance uses (vllm.ray_address)
 
 
 class StatusSource(Protocol):

@@ -63,6 +63,14 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     store = Store(settings.store_dir, settings.insecure_registries)
     lifespan, reconciler = reconcile_lifespan(settings, registry, store, metrics)
-    app = create_app(settings, registry, reconciler, metrics, lifespan=[lifespan])
+    app = create_app(
+        settings,
+        registry,
+        reconciler,
+        metrics,
+        lifespan=[lifespan],
+        store=store,
+        control=reconciler,
+    )
     serve(app, settings, log_level=args.log_level)
     return 0

@@ -47,7 +47,8 @@ def create_instance(
     """A stopped engine instance for ``manifest`` (call ``await instance.start()``).
 
     Everything that can be checked without a process is checked here: the engine matches the
-    weight format, the runtime_flags pass the allow-list, the engine's interpreter exists.
+    weight format, the runtime_flags pass the allow-list, the engine's interpreter exists,
+    and for vLLM's Ray backend, ray is installed there and the cluster's address answers.
     Raises :class:`~modelrunner.errors.EngineError` (or ``EngineNotInstalled``) otherwise.
     """
     import secrets
@@ -64,6 +65,10 @@ def create_instance(
         return spec.build(manifest, files, port, settings, python)
 
     build(0)  # refuses bad runtime_flags now, not later in the supervisor
+    if spec.name == "vllm":
+        from modelrunner.engines.vllm import preflight
+
+        preflight(manifest, python)  # the Ray backend: ray installed, its cluster reachable
     safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in manifest.name)
     return EngineProcess(
         instance_id or f"{safe_name}-{secrets.token_hex(4)}",

@@ -75,6 +75,8 @@ FIELD_FOR_FLAG: Final[dict[str, dict[str, str]]] = {
         "--hf-overrides": "vllm.hf_overrides",
         "--tensor-parallel-size": "vllm.tensor_parallel_size",
         "--max-num-seqs": "vllm.max_num_seqs",
+        "--pipeline-parallel-size": "vllm.pipeline_parallel_size",
+        "--distributed-executor-backend": "vllm.distributed_executor_backend",
         "--served-model-name": "name",
         "--model": "model",
     },

@@ -26,9 +26,13 @@ from modelrunner.http.anthropic_routes import anthropic_handlers
 from modelrunner.http.engine_call import EngineCall
 from modelrunner.http.errors import exception_handler
 from modelrunner.http.fast_path import FastPath
+from modelrunner.http.inspector import Recorder
+from modelrunner.http.inspector_routes import inspector_handlers
 from modelrunner.http.keys import KeyCheck, check_settings
+from modelrunner.http.models_routes import ModelControl, management_handlers
 from modelrunner.http.ollama_routes import ollama_handlers
 from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.responses_routes import responses_handlers
 from modelrunner.http.translated_errors import per_api
 from modelrunner.http.translated_fast import TranslatedFastPath
 from modelrunner.http.upstream import Forwarder
@@ -47,15 +51,22 @@ def create_app(
     status: StatusSource,
     metrics: Metrics,
     lifespan: Sequence[Lifespan] = (),
+    *,
+    store: Store | None = None,
+    control: ModelControl | None = None,
 ) -> Litestar:
     """The API server. Raises ``UsageError`` for settings it must not run with
-    (see ``keys.check_settings``)."""
+    (see ``keys.check_settings``). ``store`` is the reconciler's (its pins keep served
+    models from removal; default: one on ``settings.store_dir``); ``control`` unloads
+    models for ``POST /engines/unload``."""
     keys = KeyCheck(check_settings(settings))
     forwarder = Forwarder(registry, metrics)
+    if settings.record_requests > 0:
+        forwarder.recorder = Recorder(settings.record_requests, registry)
+    store = store or Store(settings.store_dir, settings.insecure_registries)
     fast = FastPath(forwarder, keys, settings.max_body_bytes)
     # The Ollama and Anthropic APIs, translated to the OpenAI calls the engines serve.
     calls = EngineCall(forwarder)
-    store = Store(settings.store_dir, settings.insecure_registries)
     short = TranslatedFastPath(keys, settings.max_body_bytes)
     translated = [*ollama_handlers(calls, status, store, short), *anthropic_handlers(calls, short)]
     cors = (
@@ -84,6 +95,9 @@ def create_app(
         route_handlers=[
             *openai_handlers(forwarder, fast),
             *admin_handlers(forwarder, status),
+            *management_handlers(settings, registry, status, store, control),
+            *inspector_handlers(forwarder.recorder),
+            *responses_handlers(calls, forwarder.recorder),
             *translated,
         ],
         lifespan=[forwarder.lifespan, *lifespan],

@@ -24,6 +24,7 @@ import msgspec
 
 from modelrunner.errors import ModelRunnerError, ModelUnavailable, UpstreamFailed
 from modelrunner.http.errors import Problem, from_exception, from_upstream, problem
+from modelrunner.http.inspector import Recorder, abandon
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream_conn import CannotConnect, UpstreamError
 from modelrunner.http.upstream_pool import UpstreamPool, UpstreamResponse
@@ -51,6 +52,7 @@ class Forwarder:
         self.metrics = metrics
         self._pool: UpstreamPool | None = None
         self._client: httpx.AsyncClient | None = None
+        self.recorder: Recorder | None = None  # the request inspector, when it is on
 
     @asynccontextmanager
     async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
@@ -106,6 +108,8 @@ class ProxyCall:
         started = time.perf_counter()
         label = "unknown"  # never the requested name: clients must not create series
         status = 500
+        if fw.recorder is not None:
+            send = fw.recorder.watch(self._model, scope, self._body, send)
         try:
             model = fw.registry.lookup(self._model)
             label = model.name
@@ -118,6 +122,8 @@ class ProxyCall:
             await self._send_problem(send, found)
         finally:
             fw.metrics.record_request(self._op, label, status, time.perf_counter() - started)
+            if fw.recorder is not None:
+                abandon(send)
 
     async def _guarded(
         self, model: ServedModel, endpoint: Endpoint, receive: Receive, send: Send

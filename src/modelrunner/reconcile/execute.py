@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +25,8 @@ from modelrunner.manifest.load import load_folder
 from modelrunner.manifest.problems import Problem
 from modelrunner.manifest.spec import duration_seconds
 from modelrunner.model_files import ModelFiles, from_local_path
-from modelrunner.reconcile.desired import Desired, DesiredState, desired_state
+from modelrunner.placement import Host, host_from_env
+from modelrunner.reconcile.desired import Desired, DesiredState, desired_state, elsewhere_status
 from modelrunner.reconcile.plan import Action, Observed, plan, plan_one
 from modelrunner.reconcile.statusbook import StatusBook
 from modelrunner.registry import Endpoint, Registry, ServedModel
@@ -75,8 +76,10 @@ class Reconciler:
         *,
         metrics: Metrics | None = None,
         instance_factory: InstanceFactory | None = None,
+        host: Host | None = None,
     ) -> None:
         self.settings = settings
+        self.host = host if host is not None else host_from_env()  # whose placement decides
         self.registry = registry
         self.store = store
         self.metrics = metrics
@@ -94,6 +97,7 @@ class Reconciler:
         self._unload: set[str] = set()  # loaded models idle for longer than keep_alive
         self._workers: dict[str, _Worker] = {}
         self._problems: tuple[Problem, ...] = ()
+        self._elsewhere: Mapping[str, Desired] = {}
         self._passes = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -103,10 +107,12 @@ class Reconciler:
         """Read the folder, plan, and hand every model's work to its worker."""
         started = time.perf_counter()
         result = await asyncio.to_thread(load_folder, self.settings.models_dir)
-        state = desired_state(result, {n: a.desired.file for n, a in self._applied.items()})
+        applied_files = {n: a.desired.file for n, a in self._applied.items()}
+        state = desired_state(result, applied_files, self.host)
         actions = plan(state, self.observed(), retry_failed=retry_failed)
         self._problems = state.problems
         self._held = state.held
+        self._elsewhere = state.elsewhere
         for problem in state.problems:
             if problem.severity == "error":
                 log.warning("manifest problem: %s", problem)
@@ -327,6 +333,17 @@ class Reconciler:
         self._book.update(name, phase="standby", instance=None)
         await self._drain_and_stop(name, applied)
 
+    def unload(self, name: str) -> bool:
+        """Unload a loaded model now, as if its keep_alive had passed (``POST
+        /engines/unload``); its next request loads it again. False when it is not loaded."""
+        applied = self._applied.get(name)
+        if applied is None or applied.instance is None or applied.standby or applied.failed:
+            return False
+        if name not in self._unload:
+            self._unload.add(name)
+            self._wake(name)
+        return True
+
     def _request_load(self, name: str) -> None:
         applied = self._applied.get(name)
         if applied is not None and applied.standby and name not in self._load:
@@ -486,7 +503,10 @@ class Reconciler:
         )
 
     def snapshot(self) -> list[ModelStatus]:
-        return self._book.snapshot()
+        here = self._book.snapshot()
+        names = {m.name for m in here}  # one still draining here is shown as it is
+        there = [elsewhere_status(d) for n, d in self._elsewhere.items() if n not in names]
+        return sorted([*here, *there], key=lambda m: m.name)
 
     def problems(self) -> list[Problem]:
         return list(self._problems)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from modelrunner.engines.vllm import cluster_address
+from modelrunner.placement import describe
 from modelrunner.status import ModelStatus, Phase
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ class StatusBook:
                 in_place_key=desired.keys.in_place,
                 restart_key=desired.keys.restart,
                 pull_key=desired.keys.pull,
+                placement=describe(spec.placement) if spec.placement else None,
+                cluster=cluster_address(spec),
             )
         if not isinstance(last_error, Keep):
             changes["last_error"] = last_error
