@@ -32,6 +32,7 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     content_hash: str | None = None
     reference: str | None = None
     digest: str | None = None
+    keep_alive: int | str | None = None  # the manifest's (GET /api/ps shows when it unloads)
     last_error: str | None = None
     instance: str | None = None  # id of the instance serving now
     # The applied manifest's change-class keys (see reconcile/changes.py), so `mr plan`

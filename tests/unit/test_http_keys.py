@@ -74,3 +74,21 @@ def test_no_keys_accepts_everything() -> None:
     check = KeyCheck(())
     assert not check.enabled
     assert check.accepts(None)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "x_api_key", "accepted"),
+    [
+        (None, "k1", True),
+        (None, " k2 ", True),
+        (None, "nope", False),
+        ("Bearer k1", "nope", True),
+        ("Bearer nope", "k1", True),
+        ("Bearer nope", None, False),
+        (None, "", False),
+    ],
+)
+def test_x_api_key_is_accepted_like_bearer(
+    authorization: str | None, x_api_key: str | None, accepted: bool
+) -> None:
+    assert KeyCheck(["k1", "k2"]).accepts(authorization, x_api_key) is accepted

@@ -2,7 +2,8 @@
 
 Keys come from ``Settings.api_keys`` (``MR_API_KEYS``, comma-separated) and the lines of
 ``Settings.api_keys_file``. Binding to anything but loopback without a key is refused.
-Requests carry ``Authorization: Bearer KEY`` (what the OpenAI SDKs send); keys are compared
+Requests carry ``Authorization: Bearer KEY`` (what the OpenAI SDKs send) or ``x-api-key: KEY``
+(what the Anthropic SDKs send); keys are compared
 in constant time, each one, so timing tells nothing about which or how much matched.
 """
 
@@ -85,15 +86,20 @@ class KeyCheck:
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def accepts(self, authorization: str | None) -> bool:
+    def accepts(self, authorization: str | None, x_api_key: str | None = None) -> bool:
         if not self._keys:
+            return True
+        if x_api_key and self._matches(x_api_key.strip()):
             return True
         if not authorization:
             return False
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        given = token.strip().encode()
+        return self._matches(token.strip())
+
+    def _matches(self, token: str) -> bool:
+        given = token.encode()
         found = False
         for key in self._keys:
             found |= hmac.compare_digest(given, key)

@@ -70,6 +70,7 @@ def status_view(
         file=desired.file,
         content_hash=desired.content_hash,
         reference=spec.model,
+        keep_alive=spec.keep_alive,
         digest=files.digest if files is not None else None,
         last_error=last_error(state),
         instance=instance,
