@@ -26,6 +26,7 @@ from modelrunner.http.errors import exception_handler
 from modelrunner.http.fast_path import FastPath
 from modelrunner.http.keys import KeyCheck, check_settings
 from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.request_policy import RequestPolicy, RequestPolicyMiddleware
 from modelrunner.http.upstream import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Registry
@@ -47,6 +48,7 @@ def create_app(
     keys = KeyCheck(check_settings(settings))
     forwarder = Forwarder(registry, metrics)
     fast = FastPath(forwarder, keys, settings.max_body_bytes)
+    policy = RequestPolicy.of(settings.allowed_hosts, settings.cors_origins, keys.enabled)
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -70,8 +72,13 @@ def create_app(
         ),
     )
     return Litestar(
-        route_handlers=[*openai_handlers(forwarder, fast), *admin_handlers(forwarder, status)],
+        route_handlers=[
+            *openai_handlers(forwarder, fast),
+            *admin_handlers(forwarder, status, keys),
+        ],
         lifespan=[forwarder.lifespan, *lifespan],
+        # Every route, including ones added later, unless request_policy.EXEMPT lists it.
+        middleware=[lambda app: RequestPolicyMiddleware(app, policy)],
         guards=[_require_key(keys)] if keys.enabled else [],
         exception_handlers={Exception: exception_handler},
         cors_config=cors,
