@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import json
 import textwrap
 import time
 from pathlib import Path
@@ -111,7 +112,8 @@ def test_a_pin_from_another_process_is_honoured_until_it_exits(store: Store, mod
         import sys, time
         from pathlib import Path
         from modelrunner.store import Store
-        Store(Path({str(store.root)!r})).pin({files.digest!r})
+        server = Store(Path({str(store.root)!r}))  # held for the process's life, as mr serve does
+        server.pin({files.digest!r})
         print("pinned", flush=True)
         time.sleep(60)
     """)
@@ -222,3 +224,43 @@ def test_index_is_replaced_atomically(store: Store, model: Path) -> None:
     store.tag("t/tiny:v1", "t/tiny:v2")
     assert store.index.path.stat().st_ino != before  # a new file renamed over the old
     assert [p.name for p in store.root.glob(".index-*")] == []
+
+
+def test_rm_force_of_a_served_model_keeps_its_files_until_the_pin_goes(
+    store: Store, model: Path
+) -> None:
+    files = store.package("t/tiny:v1", gguf=model)
+    assert files.digest is not None
+    store.pin(files.digest)
+    store.remove("t/tiny:v1", force=True)
+    assert not store.has("t/tiny:v1") and store.list() == []
+    assert files.path.is_file(), "the engine's file went away under it"
+    assert store.removed_while_served(files.digest)
+    assert store.gc().blobs_removed == 0  # gc keeps what a server serves, too
+    store.unpin(files.digest)
+    assert not files.path.exists()
+    assert store.blobs.digests() == []
+
+
+def test_a_leftover_pin_of_a_reused_pid_is_ignored(store: Store, model: Path) -> None:
+    """mr as PID 1 in a container: the last run's pin file names a pid that is alive again
+    (here: pid 1), but no process holds its lock, so it pins nothing."""
+    files = store.package("t/tiny:v1", gguf=model)
+    pins = store.root / "pins"
+    pins.mkdir()
+    (pins / "1.json").write_text(json.dumps([files.digest]))
+    (pins / "1-4242-abcdef.json").write_text(json.dumps([files.digest]))
+    (pins / "1-4242-abcdef.lock").touch()
+    store.remove("t/tiny:v1")  # no ModelInUse
+    assert store.list() == []
+    assert sorted(p.name for p in pins.iterdir()) == []
+
+
+def test_release_leaves_no_pin_files(store: Store, model: Path) -> None:
+    files = store.package("t/tiny:v1", gguf=model)
+    assert files.digest is not None
+    store.pin(files.digest)
+    assert [p.suffix for p in sorted((store.root / "pins").iterdir())] == [".json", ".lock"]
+    store.release_pins()
+    assert list((store.root / "pins").iterdir()) == []
+    assert store.has("t/tiny:v1")  # still tagged: released pins delete nothing

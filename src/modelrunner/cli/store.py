@@ -193,7 +193,13 @@ def _rm(args: argparse.Namespace) -> int:
     store = _store(args)
     for ref in args.refs:
         digest = store.remove(ref, force=args.force)
-        print(f"{ref}: removed ({digest[:19]})")
+        if store.removed_while_served(digest) and digest in store.in_use():
+            print(
+                f"{ref}: removed ({digest[:19]}); a running server still serves it, so its "
+                "files are kept until that instance stops (mr status shows it)"
+            )
+        else:
+            print(f"{ref}: removed ({digest[:19]})")
     return 0
 
 

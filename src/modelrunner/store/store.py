@@ -6,7 +6,7 @@ Layout under the root (``settings.store_dir``):
     index.json               tags: "registry/repository:tag" -> manifest digest
     bundles/<hex>/           per manifest: the files an engine loads (hard links to blobs)
     incoming/<hex>.partial   downloads in progress or broken off (resumed by the next pull)
-    pins/<pid>.json          manifest digests a running server is serving
+    pins/<owner>.json        manifest digests a running server serves (<owner>.lock held)
     store.lock, index.lock   flock files
 
 Every method is blocking and thread-safe; from asyncio use ``await store.pull_async(ref)``
@@ -416,11 +416,37 @@ class Store:
         return digest
 
     def pin(self, digest: str) -> None:
-        """Mark a model as served (``rm`` refuses to delete it without force)."""
+        """Mark a model as served: ``rm`` refuses it without force, and with force (like gc)
+        keeps its files until the last pin goes."""
         self.pins.pin(digest)
 
     def unpin(self, digest: str) -> None:
         self.pins.unpin(digest)
+        self._collect_removed(digest)
+
+    def release_pins(self) -> None:
+        """A clean stop: drop this process's pins, then the files only they kept."""
+        for digest in self.pins.release():
+            self._collect_removed(digest)
+
+    def removed_while_served(self, digest: str) -> bool:
+        """True for a pinned model no tag names any more (``mr rm --force`` while served):
+        its files stay until it is no longer served."""
+        return digest not in set(self.index.tags().values()) and self.blobs.has(digest)
+
+    def _collect_removed(self, digest: str) -> None:
+        """Delete what ``rm --force`` left of ``digest`` once nothing pins it."""
+        try:
+            if digest in set(self.index.tags().values()) or digest in self.pins.in_use():
+                return
+            if not bundle.bundle_dir(self.root, digest).exists() and not self.blobs.has(digest):
+                return
+            # Never wait (a server calls this from its event loop): if a pull or rm holds
+            # the store, the next rm or gc (mr df --gc) removes the files instead.
+            with store_lock(self.root, exclusive=True, wait=False):
+                self._collect(partials=False)
+        except (OSError, StoreError):
+            pass
 
     def remove(self, ref: str | Reference, force: bool = False) -> str:
         """Untag ``ref`` (every tag of the model when it names a digest); delete the model
@@ -437,7 +463,8 @@ class Store:
             if last and not force and digest in self.pins.in_use():
                 raise ModelInUse(
                     f"{where}: model {_short(digest)} is served by a running instance; "
-                    "stop it first or remove with --force"
+                    "stop it first, or remove with --force (its files are then kept until "
+                    "the instance stops)"
                 )
             with self.index.edit() as current:
                 for key in keys:
@@ -492,8 +519,9 @@ class Store:
     # ---- garbage collection and disk usage --------------------------------------------
 
     def _referenced(self) -> set[str]:
+        """Blobs a tag or a served model (a pin) reaches."""
         referenced: set[str] = set()
-        for digest in set(self.index.tags().values()):
+        for digest in set(self.index.tags().values()) | self.pins.in_use():
             referenced.add(digest)
             try:
                 manifest = parse_manifest(self.blobs.path(digest).read_bytes(), digest)
@@ -504,7 +532,7 @@ class Store:
 
     def _collect(self, partials: bool) -> GcReport:
         referenced = self._referenced()
-        live = set(self.index.tags().values())
+        live = set(self.index.tags().values()) | self.pins.in_use()
         removed = freed = 0
         for digest in self.blobs.digests():
             if digest not in referenced:
