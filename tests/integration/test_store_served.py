@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-
 from tests.fixtures.serve import Server, manifest
 from tests.integration.test_reconcile import _children, ask
 

@@ -4,10 +4,10 @@ the write path's guarantees (verified before the rename, resumable, no wrong blo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
-import json
 import textwrap
 import time
 from pathlib import Path
