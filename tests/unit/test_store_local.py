@@ -264,3 +264,75 @@ def test_release_leaves_no_pin_files(store: Store, model: Path) -> None:
     store.release_pins()
     assert list((store.root / "pins").iterdir()) == []
     assert store.has("t/tiny:v1")  # still tagged: released pins delete nothing
+
+
+def flip_a_byte(path: Path, at: int = 100, keep_mtime: bool = False) -> None:
+    """Silent corruption: one byte changed in place, size kept (mtime too, if asked)."""
+    before = path.stat()
+    path.chmod(0o644)
+    with path.open("r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    path.chmod(0o444)
+    if keep_mtime:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_verified_blobs_are_not_hashed_again_even_after_a_restart(
+    store: Store, model: Path
+) -> None:
+    store.package("t/tiny:v1", gguf=model)
+    assert store.check_intact("t/tiny:v1") == 1  # the GGUF layer: hashed once
+    assert store.check_intact("t/tiny:v1") == 0
+    assert Store(store.root).check_intact("t/tiny:v1") == 0  # a new server start: free
+    assert Store(store.root).check_intact("t/tiny:v1", force=True) == 1
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_a_corrupted_blob_is_refused_with_a_located_error(
+    store: Store, model: Path, keep_mtime: bool
+) -> None:
+    files = store.package("t/tiny:v1", gguf=model)
+    store.files_to_load("t/tiny:v1", "never")  # verified and remembered
+    blob = files.path.resolve()
+    flip_a_byte(files.path, keep_mtime=keep_mtime)  # ctime still tells
+    with pytest.raises(DigestMismatch) as info:
+        store.files_to_load("t/tiny:v1", "never")
+    message = str(info.value)
+    assert message.startswith("t/tiny:v1: blob sha256:")
+    assert "is corrupted" in message and str(store.blobs.dir) in message
+    assert blob.exists()  # refused, not deleted: `mr pull` or `mr verify` tell the rest
+
+
+def test_a_corrupted_blob_that_cannot_be_fetched_again_says_both(
+    store: Store, model: Path
+) -> None:
+    files = store.package("localhost:1/t/tiny:v1", gguf=model)
+    flip_a_byte(files.path)
+    with pytest.raises(DigestMismatch, match=r"is corrupted.*; fetching it again failed"):
+        store.files_to_load("localhost:1/t/tiny:v1", "if-not-present")
+
+
+def test_mr_verify_reports_corrupted_models_and_exits_1(
+    store: Store, model: Path, tmp_path: Path
+) -> None:
+    good = store.package("t/good:v1", gguf=model)
+    bad = store.package("t/bad:v1", gguf=tiny_gguf(tmp_path / "other.gguf", fill=2.0))
+    assert good.digest != bad.digest
+    store.check_intact("t/bad:v1")  # remembered as good: mr verify hashes anyway
+    flip_a_byte(bad.path, keep_mtime=True)
+
+    def mr_verify(*ref: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "modelrunner", "verify", "--store", str(store.root), *ref],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    everything = mr_verify()
+    assert everything.returncode == 1
+    assert "t/good:v1: ok" in everything.stdout
+    assert "t/bad:v1: blob sha256:" in everything.stdout and "is corrupted" in everything.stdout
+    assert mr_verify("t/good:v1").returncode == 0
+    assert mr_verify("t/bad:v1").returncode == 1

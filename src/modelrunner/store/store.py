@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelrunner.errors import (
+    DigestMismatch,
     ModelInUse,
     ModelNotFound,
+    ModelRunnerError,
     RegistryUnavailable,
     StoreError,
     UsageError,
@@ -51,9 +54,12 @@ from modelrunner.store.blobs import BlobStore
 from modelrunner.store.index import Index, store_lock
 from modelrunner.store.pins import Pins
 from modelrunner.store.progress import NullProgress, Progress
+from modelrunner.store.verify import VerifiedRecord, check_blob
 
 if TYPE_CHECKING:
     from modelrunner.store.remote import RegistryClient
+
+log = logging.getLogger("modelrunner.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,7 @@ class Store:
         self.blobs = BlobStore(self.root)
         self.index = Index(self.root)
         self.pins = Pins(self.root)
+        self.verified = VerifiedRecord(self.root)
         self._inflight: dict[str, Future[ModelFiles]] = {}
         self._inflight_lock = threading.Lock()
 
@@ -201,6 +208,79 @@ class Store:
                     )
             return self._files(digest, manifest, config, where)
 
+    # ---- integrity --------------------------------------------------------------------
+
+    def check_intact(self, ref: str | Reference, *, force: bool = False) -> int:
+        """Re-hash every blob of a stored model whose file changed since it was last
+        verified (every blob with ``force``). Raises DigestMismatch naming the model, the
+        blob and its file; returns how many blobs were hashed."""
+        r = parse(ref) if isinstance(ref, str) else ref
+        where = r.familiar
+        with store_lock(self.root, exclusive=False):
+            digest = self._lookup(r)
+            if digest is None:
+                raise ModelNotFound(f"{where}: not in the local store {self.root}")
+            _, manifest, _ = self._load(digest, where)  # manifest and config: hashed on read
+            return sum(
+                check_blob(
+                    self.blobs.path(blob.digest),
+                    blob.digest,
+                    blob.size,
+                    self.verified,
+                    where,
+                    force=force,
+                )
+                for blob in manifest.layers
+            )
+
+    def files_to_load(
+        self, ref: str | Reference, pull_policy: str = "if-not-present", pull: bool = True
+    ) -> ModelFiles:
+        """The files of a model an engine is about to load, checked with ``check_intact``.
+        Resolved locally when ``pull_policy`` (``pull``: the reference may have moved)
+        allows, else pulled. A corrupted blob is fetched again unless the policy is
+        ``never``; then, or when that fails, DigestMismatch says which file is bad."""
+        r = parse(ref) if isinstance(ref, str) else ref
+        if pull_policy == "never":
+            files = self.resolve(r)
+            self.check_intact(r)
+            return files
+        corrupted: DigestMismatch | None = None
+        if (pull_policy == "if-not-present" or not pull) and self.has(r):
+            files = self.resolve(r)
+            try:
+                self.check_intact(r)
+                return files
+            except DigestMismatch as exc:
+                log.error("%s; fetching it again", exc)
+                corrupted = exc
+        try:
+            return self.pull(r)
+        except ModelRunnerError as exc:
+            if corrupted is None:
+                raise
+            raise DigestMismatch(f"{corrupted}; fetching it again failed: {exc}") from None
+
+    def verify(self, ref: str | Reference | None = None) -> list[tuple[str, str | None]]:
+        """``mr verify``: hash every blob of every model (or of ``ref``), whatever was
+        verified before. Returns (model, problem or None) per model."""
+        if ref is not None:
+            r = parse(ref) if isinstance(ref, str) else ref
+            refs = [r.familiar]
+        else:
+            refs = sorted({_familiar(k) for k in self.index.tags()})
+        results: list[tuple[str, str | None]] = []
+        for name in refs:
+            try:
+                self.check_intact(name, force=True)
+                results.append((name, None))
+            except ModelNotFound:
+                raise
+            except StoreError as exc:
+                log.error("%s", exc)
+                results.append((name, str(exc)))
+        return results
+
     # ---- pull -------------------------------------------------------------------------
 
     def pull(self, ref: str | Reference, progress: Progress | None = None) -> ModelFiles:
@@ -274,10 +354,17 @@ class Store:
     ) -> None:
         with self.blobs.lock(blob.digest):
             if self.blobs.has(blob.digest):
-                if not self.verify_existing or self.blobs.verify(blob.digest):
+                if not self.verify_existing:
                     return
-                progress.note(f"{where}: stored blob {blob.digest} is corrupted; fetching it again")
-                self.blobs.remove(blob.digest)
+                path = self.blobs.path(blob.digest)
+                try:
+                    check_blob(path, blob.digest, blob.size, self.verified, where)
+                    return
+                except StoreError:
+                    progress.note(
+                        f"{where}: stored blob {blob.digest} is corrupted; fetching it again"
+                    )
+                    self.blobs.remove(blob.digest)
             writer = self.blobs.writer(blob.digest, blob.size, where)
             label = f"{_short(blob.digest)} {blob.media_type.rsplit('.', 1)[-1]}"
             task = progress.task(label, blob.size, writer.offset)
@@ -537,6 +624,7 @@ class Store:
         for digest in self.blobs.digests():
             if digest not in referenced:
                 freed += self.blobs.remove(digest)
+                self.verified.forget(digest)
                 removed += 1
         bundles = 0
         for digest in bundle.known(self.root):
