@@ -14,6 +14,7 @@ sends the refusal.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ def _host_name(host: str) -> str:
     return host.rstrip(".")
 
 
+@functools.lru_cache(maxsize=256)  # the same few Host values arrive over and over
 def host_allowed(host: str, allowed: frozenset[str]) -> bool:
     """Literal IP addresses and loopback names always; other names only when listed."""
     name = _host_name(host)
