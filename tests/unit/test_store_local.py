@@ -306,9 +306,7 @@ def test_a_corrupted_blob_is_refused_with_a_located_error(
     assert blob.exists()  # refused, not deleted: `mr pull` or `mr verify` tell the rest
 
 
-def test_a_corrupted_blob_that_cannot_be_fetched_again_says_both(
-    store: Store, model: Path
-) -> None:
+def test_a_corrupted_blob_that_cannot_be_fetched_again_says_both(store: Store, model: Path) -> None:
     files = store.package("localhost:1/t/tiny:v1", gguf=model)
     flip_a_byte(files.path)
     with pytest.raises(DigestMismatch, match=r"is corrupted.*; fetching it again failed"):
