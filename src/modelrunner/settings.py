@@ -27,6 +27,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys_file: Path | None = None
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    # Host names served besides loopback names and IP addresses (DNS rebinding guard).
+    allowed_hosts: tuple[str, ...] = ()
+    # Open client connections at most; more are refused at once (a flood costs no memory).
+    max_connections: int = 512
     # Interpreter of the virtual environment vLLM is installed in.
     vllm_python: str | None = None
     # Registries spoken to over plain HTTP besides loopback ones.
@@ -52,6 +56,8 @@ _ENV_FIELDS = (
     "api_keys_file",
     "api_keys",
     "cors_origins",
+    "allowed_hosts",
+    "max_connections",
     "vllm_python",
     "insecure_registries",
     "drain_timeout",
@@ -68,7 +74,7 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Sett
     """Settings from ``MR_*`` variables, then ``overrides`` (None values are ignored)."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
-    tuple_fields = {"api_keys", "cors_origins", "insecure_registries"}
+    tuple_fields = {"api_keys", "cors_origins", "allowed_hosts", "insecure_registries"}
     for name in _ENV_FIELDS:
         value = environ.get(f"MR_{name.upper()}")
         if value is None or value == "":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
 from modelrunner.manifest.problems import Problem
+
+if TYPE_CHECKING:
+    from modelrunner.store.store import Store
 
 # standby: applied, but not loaded (preload: false, or unloaded after keep_alive idle time);
 # the first request loads it. elsewhere: the manifest's placement selects other hosts.
@@ -44,6 +47,9 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     ready_at: float | None = None
     placement: str | None = None  # the hosts the manifest selects, when it has a placement
     cluster: str | None = None  # the Ray cluster a vLLM instance uses (vllm.ray_address)
+    # `mr rm --force` removed the model while it was served: it keeps serving from files
+    # the store keeps until the instance stops (then they are deleted).
+    removed_from_store: bool = False
 
 
 class StatusSource(Protocol):
@@ -58,3 +64,29 @@ class StatusSource(Protocol):
     def is_ready(self, names: tuple[str, ...] = ()) -> bool:
         """True when every manifest (or each named model) is applied and serving."""
         ...
+
+
+class StoreAwareStatus:
+    """A StatusSource that marks models ``mr rm --force`` removed from the store while
+    they are served (the store keeps their files until the instance stops)."""
+
+    def __init__(self, source: StatusSource, store: Store) -> None:
+        self._source = source
+        self._store = store
+
+    def snapshot(self) -> list[ModelStatus]:
+        out = self._source.snapshot()
+        if not any(s.digest and s.instance for s in out):
+            return out
+        return [
+            msgspec.structs.replace(s, removed_from_store=True)
+            if s.digest and s.instance and self._store.removed_while_served(s.digest)
+            else s
+            for s in out
+        ]
+
+    def problems(self) -> list[Problem]:
+        return self._source.problems()
+
+    def is_ready(self, names: tuple[str, ...] = ()) -> bool:
+        return self._source.is_ready(names)

@@ -90,6 +90,8 @@ def test_llamacpp_runtime_flags_come_last_and_checked() -> None:
         ("vllm", SAFETENSORS, ["--dtype", "--trust-remote-code"], "looks like another flag"),
         ("vllm", SAFETENSORS, ["--enforce-eager=1"], "takes no value"),
         ("diffusers", DDUF, ["--seed", "1 --x"], "white space"),
+        ("llama.cpp", GGUF, ["--type_k", "9999"], "must be one of f32"),  # SIGABRT otherwise
+        ("vllm", SAFETENSORS, ["--quantization", "awqq"], "must be one of"),
     ],
 )
 def test_bad_runtime_flags_are_refused(

@@ -384,7 +384,8 @@ def test_the_switch_and_the_bound_through_the_app(tmp_path: Any, kept: int, reco
     settings = Settings(store_dir=tmp_path, record_requests=kept)
     app = create_app(settings, registry, RegistryStatus(registry), Metrics())
     body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]}
-    with TestClient(app) as client:
+    # A loopback Host: the request policy refuses TestClient's default "testserver.local".
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         for _ in range(3):
             assert client.post("/v1/chat/completions", json=body).status_code == 503
         listed = client.get("/engines/requests").json()

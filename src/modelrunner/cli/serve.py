@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from modelrunner.metrics import Metrics
     from modelrunner.reconcile.lifespan import reconcile_lifespan
     from modelrunner.registry import Registry
+    from modelrunner.status import StoreAwareStatus
     from modelrunner.store.store import Store
 
     settings = settings_module.from_env(
@@ -63,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     store = Store(settings.store_dir, settings.insecure_registries)
     lifespan, reconciler = reconcile_lifespan(settings, registry, store, metrics)
+    status = StoreAwareStatus(reconciler, store)
     app = create_app(
         settings,
         registry,
-        reconciler,
+        status,
         metrics,
         lifespan=[lifespan],
         store=store,

@@ -122,6 +122,11 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"\n{m['name']}: uses the Ray cluster at {m['cluster']}")
         if m.get("last_error"):
             print(f"\n{m['name']}: {m['last_error']}")
+        if m.get("removed_from_store"):
+            print(
+                f"\n{m['name']}: removed from the store (mr rm --force) while served; "
+                "its files are kept until this instance stops"
+            )
     problems, _ = _get(base, "/problems")
     if problems:
         print("\nmanifest problems:")

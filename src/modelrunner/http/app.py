@@ -32,6 +32,7 @@ from modelrunner.http.keys import KeyCheck, check_settings
 from modelrunner.http.models_routes import ModelControl, management_handlers
 from modelrunner.http.ollama_routes import ollama_handlers
 from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.request_policy import RequestPolicy, RequestPolicyMiddleware
 from modelrunner.http.responses_routes import responses_handlers
 from modelrunner.http.translated_errors import per_api
 from modelrunner.http.translated_fast import TranslatedFastPath
@@ -69,6 +70,7 @@ def create_app(
     calls = EngineCall(forwarder)
     short = TranslatedFastPath(keys, settings.max_body_bytes)
     translated = [*ollama_handlers(calls, status, store, short), *anthropic_handlers(calls, short)]
+    policy = RequestPolicy.of(settings.allowed_hosts, settings.cors_origins, keys.enabled)
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -94,13 +96,15 @@ def create_app(
     return Litestar(
         route_handlers=[
             *openai_handlers(forwarder, fast),
-            *admin_handlers(forwarder, status),
+            *admin_handlers(forwarder, status, keys),
             *management_handlers(settings, registry, status, store, control),
             *inspector_handlers(forwarder.recorder),
             *responses_handlers(calls, forwarder.recorder),
             *translated,
         ],
         lifespan=[forwarder.lifespan, *lifespan],
+        # Every route, including ones added later, unless request_policy.EXEMPT lists it.
+        middleware=[lambda app: RequestPolicyMiddleware(app, policy)],
         guards=[_require_key(keys)] if keys.enabled else [],
         exception_handlers={Exception: per_api(exception_handler)},
         cors_config=cors,

@@ -170,16 +170,11 @@ class Reconciler:
             return await asyncio.to_thread(
                 from_local_path, path if path.is_absolute() else base / path
             )
+        # The store resolves or pulls as the policy says ("always" pulls whenever the
+        # reference may have moved: a create, a re-pull, a retry), and verifies the blobs
+        # the engine will load; a corrupted one is fetched again or refused.
         policy = spec.pull_policy or "if-not-present"
-        store = self.store
-        if policy == "never":
-            return await asyncio.to_thread(store.resolve, spec.model)
-        # "always" pulls whenever the reference may have moved (a new or changed reference);
-        # a restart-class change or a retry reuses the bytes already in the store.
-        local_is_enough = policy == "if-not-present" or not refresh
-        if local_is_enough and await asyncio.to_thread(store.has, spec.model):
-            return await asyncio.to_thread(store.resolve, spec.model)
-        return await store.pull_async(spec.model)
+        return await asyncio.to_thread(self.store.files_to_load, spec.model, policy, refresh)
 
     def create(
         self, desired: Desired, files: ModelFiles, on_exit: Callable[[EngineProcess], None]
