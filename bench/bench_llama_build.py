@@ -52,9 +52,9 @@ def _run(python: str, gguf: Path, threads: int, tokens: int) -> dict[str, object
         check=False,
     )
     if done.returncode != 0:
-        from modelrunner.engines.selfcheck import describe_exit
+        from modelrunner.engines.exits import describe
 
-        return {"crash": describe_exit(done.returncode), "stderr": done.stderr[-300:]}
+        return {"crash": describe(done.returncode), "stderr": done.stderr[-300:]}
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 

@@ -9,22 +9,14 @@ in a child process, where a crash is a signal to report rather than the end of m
 from __future__ import annotations
 
 import importlib.util
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from modelrunner.engines import EngineName
+from modelrunner.engines import EngineName, exits
 
 SMOLLM2_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
-REBUILD_ADVICE: Final = (
-    "llama.cpp crashes on this CPU; rebuild it portably with scripts/install.sh "
-    "--llama-portable (or pass other flags in MR_LLAMA_CMAKE_ARGS)"
-)
-# Crashes that mean the compiled code does not suit this CPU.
-_CPU_SIGNALS: Final = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS})
-
 _LLAMA_PROBE: Final = """
 import sys, llama_cpp
 from llama_cpp import Llama
@@ -51,23 +43,12 @@ class CheckResult:
     advice: str | None = None
 
 
-def describe_exit(returncode: int) -> str:
-    """``-11`` -> "killed by SIGSEGV (segmentation fault)"; ``3`` -> "exited with code 3"."""
-    if returncode < 0:
-        try:
-            sig = signal.Signals(-returncode)
-        except ValueError:
-            return f"killed by signal {-returncode}"
-        meaning = (signal.strsignal(sig) or "").lower()
-        return f"killed by {sig.name} ({meaning})" if meaning else f"killed by {sig.name}"
-    return f"exited with code {returncode}"
-
-
 def advice_for(engine: EngineName, returncode: int) -> str | None:
-    """What to do about a failed check, when the failure says."""
-    if engine == "llama.cpp" and returncode < 0 and -returncode in _CPU_SIGNALS:
-        return REBUILD_ADVICE
-    return None
+    """What to do about a check that crashed (an exception exit explains itself)."""
+    if returncode >= 0:
+        return None
+    # The probe crashed after loading, on its first real prompt: the readiness phase.
+    return exits.advice(exits.Exit(returncode, "readiness"), engine)
 
 
 def bundled_gguf() -> Path | None:
@@ -94,7 +75,7 @@ def run_check(engine: EngineName, argv: list[str], timeout: float) -> CheckResul
         return CheckResult(engine, False, f"cannot run {argv[0]}: {exc}")
     if done.returncode == 0:
         return CheckResult(engine, True, _last_lines(done.stdout, 1))
-    detail = describe_exit(done.returncode)
+    detail = exits.describe(done.returncode)
     tail = _last_lines(done.stderr)
     if tail:
         detail += f"; last stderr: {tail}"
