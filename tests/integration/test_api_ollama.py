@@ -63,6 +63,8 @@ def test_show_has_template_and_gguf_metadata(client: ollama.Client) -> None:
 
 
 def test_ps_shows_the_keep_alive_deadline(client: ollama.Client) -> None:
+    # The deadline counts from the last request; the server is shared, so make one now.
+    client.chat(model="smol", messages=PROMPT, options={**GREEDY, "num_predict": 1})
     loaded = {m.model: m for m in client.ps().models}
     assert {"smol", "smol-embed"} <= set(loaded)
     expires = loaded["smol"].expires_at
@@ -172,10 +174,13 @@ def test_errors_in_ollamas_shape(
 
 
 def test_bad_json_and_missing_key(smol_server: Server) -> None:
-    answer = httpx.post(
-        f"{smol_server.url}/api/chat", headers=smol_server.auth, content=b'{"model": ', timeout=10
-    )
+    url, auth = f"{smol_server.url}/api/chat", smol_server.auth
+    json_type = {**auth, "content-type": "application/json"}
+    answer = httpx.post(url, headers=json_type, content=b'{"model": ', timeout=10)
     assert answer.status_code == 400 and set(answer.json()) == {"error"}
+    # A body a web page could send cross-site without asking (no JSON content type): 415.
+    untyped = httpx.post(url, headers=auth, content=b'{"model": "smol"}', timeout=10)
+    assert untyped.status_code == 415
     anonymous = httpx.post(f"{smol_server.url}/api/chat", json={"model": "smol"}, timeout=10)
     assert anonymous.status_code == 401
     assert "API key" in anonymous.json()["error"]
