@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 scripts/install.sh --engines llama
 mr=.venv/bin/mr
+# A build that does not suit this CPU fails here in seconds, with the fix, rather than
+# inside the served model.
+$mr engines --check
 $mr lint models.d
 
 gguf=$(.venv/bin/python - <<'PY'

@@ -21,6 +21,9 @@ fi
 
 scripts/install.sh --dev
 
+printf '\n== engines, each run for real\n' >&2
+.venv/bin/mr engines --check
+
 printf '\n== ruff, mypy\n' >&2
 .venv/bin/ruff format --check src tests bench conftest.py
 .venv/bin/ruff check src tests bench conftest.py

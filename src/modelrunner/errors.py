@@ -5,7 +5,6 @@ enter, so callers handle one family and the HTTP layer maps each to one error bo
 
     ModelRunnerError
     ├── UsageError              a command was called wrongly (exit code 2)
-    ├── ManifestError           a manifest is invalid; carries its located problems
     ├── InvalidReference        an OCI reference does not parse
     ├── StoreError              the local content-addressed store
     │   ├── ModelNotFound       no such model locally or in the registry
@@ -19,6 +18,8 @@ enter, so callers handle one family and the HTTP layer maps each to one error bo
     │   └── EngineStartFailed   the process exited or never became ready
     ├── UnknownModel            no manifest serves this name (HTTP 404)
     ├── ModelUnavailable        known, but starting, draining or failed (HTTP 503)
+    ├── Overloaded              too many requests for the model's limits (HTTP 429)
+    ├── RequestTimedOut         longer than the model's request_timeout (HTTP 504)
     └── UpstreamFailed          the engine failed while answering (HTTP 502)
 """
 
@@ -31,10 +32,6 @@ class ModelRunnerError(Exception):
 
 class UsageError(ModelRunnerError):
     """A command was called with arguments it cannot use."""
-
-
-class ManifestError(ModelRunnerError):
-    """One or more manifests are invalid."""
 
 
 class InvalidReference(ModelRunnerError):
@@ -78,7 +75,12 @@ class EngineNotInstalled(EngineError):
 
 
 class EngineStartFailed(EngineError):
-    """The engine process exited or never became ready."""
+    """The engine process exited or never became ready; ``exit`` (an
+    ``engines.exits.Exit``) says how the process ended, when it ended by itself."""
+
+    def __init__(self, message: str, exit: object | None = None) -> None:
+        super().__init__(message)
+        self.exit = exit
 
 
 class UnknownModel(ModelRunnerError):
@@ -91,6 +93,18 @@ class ModelUnavailable(ModelRunnerError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Overloaded(ModelRunnerError):
+    """The model's max_concurrent_requests are running and its queue is full (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimedOut(ModelRunnerError):
+    """The request ran longer than the model's request_timeout; it was cancelled (HTTP 504)."""
 
 
 class UpstreamFailed(ModelRunnerError):

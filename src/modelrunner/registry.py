@@ -1,6 +1,7 @@
 """The one mutable map the router reads: served name or alias -> the instance serving it.
 
-Only the reconciler writes it (``publish``, ``withdraw``); the HTTP layer reads it with
+Only the reconciler writes it (``publish``, ``withdraw``), from each model's state
+(``reconcile/views.py``); the HTTP layer reads it with
 ``acquire``, which counts requests in flight per endpoint so that a replaced or retired
 instance can be drained before it is stopped. Everything runs on one asyncio loop, so
 a switch of routing is a single assignment and needs no lock.
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from modelrunner.errors import ModelUnavailable, UnknownModel
+from modelrunner.http.gate import Gate
 
 
 @dataclass(eq=False)
@@ -26,6 +28,7 @@ class Endpoint:
     base_url: str  # e.g. http://127.0.0.1:40123 ; requests go to base_url + "/v1/..."
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)  # when the last request ended
+    served: int = 0  # requests that ended
     _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -37,6 +40,7 @@ class Endpoint:
 
     def leave(self) -> None:
         self.in_flight -= 1
+        self.served += 1
         self.last_used = time.monotonic()
         if self.in_flight == 0:
             self._idle.set()
@@ -57,8 +61,11 @@ class ServedModel:
     aliases: tuple[str, ...] = ()
     endpoint: Endpoint | None = None  # None while pending, pulling, starting or failed
     unavailable_reason: str | None = None  # why there is no endpoint
-    embeddings: bool = False
     created: float = field(default_factory=time.time)
+    embeddings: bool = False  # also serves embeddings (llama.cpp `embeddings: true`)
+    # limits: the model's concurrency gate (kept across instances) and request timeout.
+    gate: Gate | None = None
+    request_timeout: float | None = None
     # Set for a model in standby (not loaded): a request calls it to have the model loaded.
     activate: Callable[[], None] | None = None
 

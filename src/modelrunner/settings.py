@@ -27,6 +27,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys_file: Path | None = None
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    # Host names served besides loopback names and IP addresses (DNS rebinding guard).
+    allowed_hosts: tuple[str, ...] = ()
+    # Open client connections at most; more are refused at once (a flood costs no memory).
+    max_connections: int = 512
     # Interpreter of the virtual environment vLLM is installed in.
     vllm_python: str | None = None
     # Registries spoken to over plain HTTP besides loopback ones.
@@ -36,6 +40,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     debounce: float = 0.2
     poll: bool = False
     max_body_bytes: int = 16 * 1024 * 1024
+    # The request inspector keeps this many request/answer pairs per model (0: off).
+    record_requests: int = 10
+    # Memory models may take together ("16GiB", "80%"); unset: 90% of RAM (estimate.py).
+    memory_budget: str | None = None
 
 
 # Settings that can come from MR_<NAME>; tuples are comma-separated.
@@ -48,6 +56,8 @@ _ENV_FIELDS = (
     "api_keys_file",
     "api_keys",
     "cors_origins",
+    "allowed_hosts",
+    "max_connections",
     "vllm_python",
     "insecure_registries",
     "drain_timeout",
@@ -55,6 +65,8 @@ _ENV_FIELDS = (
     "debounce",
     "poll",
     "max_body_bytes",
+    "record_requests",
+    "memory_budget",
 )
 
 
@@ -62,7 +74,7 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Sett
     """Settings from ``MR_*`` variables, then ``overrides`` (None values are ignored)."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
-    tuple_fields = {"api_keys", "cors_origins", "insecure_registries"}
+    tuple_fields = {"api_keys", "cors_origins", "allowed_hosts", "insecure_registries"}
     for name in _ENV_FIELDS:
         value = environ.get(f"MR_{name.upper()}")
         if value is None or value == "":

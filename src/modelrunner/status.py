@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
 from modelrunner.manifest.problems import Problem
 
+if TYPE_CHECKING:
+    from modelrunner.store.store import Store
+
 # standby: applied, but not loaded (preload: false, or unloaded after keep_alive idle time);
-# the first request loads it.
+# the first request loads it. elsewhere: the manifest's placement selects other hosts.
 Phase = Literal[
-    "pending", "pulling", "starting", "ready", "standby", "draining", "failed", "retired"
+    "pending",
+    "pulling",
+    "starting",
+    "ready",
+    "standby",
+    "draining",
+    "failed",
+    "retired",
+    "elsewhere",
 ]
 
 
@@ -24,6 +35,7 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     content_hash: str | None = None
     reference: str | None = None
     digest: str | None = None
+    keep_alive: int | str | None = None  # the manifest's (GET /api/ps shows when it unloads)
     last_error: str | None = None
     instance: str | None = None  # id of the instance serving now
     # The applied manifest's change-class keys (see reconcile/changes.py), so `mr plan`
@@ -33,6 +45,11 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     pull_key: str | None = None
     updated_at: float = 0.0  # unix time of the last phase change
     ready_at: float | None = None
+    placement: str | None = None  # the hosts the manifest selects, when it has a placement
+    cluster: str | None = None  # the Ray cluster a vLLM instance uses (vllm.ray_address)
+    # `mr rm --force` removed the model while it was served: it keeps serving from files
+    # the store keeps until the instance stops (then they are deleted).
+    removed_from_store: bool = False
 
 
 class StatusSource(Protocol):
@@ -47,3 +64,29 @@ class StatusSource(Protocol):
     def is_ready(self, names: tuple[str, ...] = ()) -> bool:
         """True when every manifest (or each named model) is applied and serving."""
         ...
+
+
+class StoreAwareStatus:
+    """A StatusSource that marks models ``mr rm --force`` removed from the store while
+    they are served (the store keeps their files until the instance stops)."""
+
+    def __init__(self, source: StatusSource, store: Store) -> None:
+        self._source = source
+        self._store = store
+
+    def snapshot(self) -> list[ModelStatus]:
+        out = self._source.snapshot()
+        if not any(s.digest and s.instance for s in out):
+            return out
+        return [
+            msgspec.structs.replace(s, removed_from_store=True)
+            if s.digest and s.instance and self._store.removed_while_served(s.digest)
+            else s
+            for s in out
+        ]
+
+    def problems(self) -> list[Problem]:
+        return self._source.problems()
+
+    def is_ready(self, names: tuple[str, ...] = ()) -> bool:
+        return self._source.is_ready(names)

@@ -40,7 +40,11 @@ def test_keys_are_required_when_configured(llama_engine: str) -> None:
             == 401
         )
         assert httpx.get(url + "/healthz").status_code == 200  # probes stay open
-        assert httpx.get(url + "/readyz?model=smollm2").status_code == 200
+        # Without a key, /readyz answers for the whole server only ("warming" is starting).
+        anonymous = httpx.get(url + "/readyz?model=smollm2")
+        assert anonymous.status_code == 503 and anonymous.json()["models"] == []
+        keyed = {"authorization": "Bearer s3cret"}
+        assert httpx.get(url + "/readyz?model=smollm2", headers=keyed).status_code == 200
         with pytest.raises(AuthenticationError):
             OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
         client = OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0)

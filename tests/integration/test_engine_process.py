@@ -1,5 +1,6 @@
-"""The process owner with real processes: readiness, crash and restart with backoff, giving
-up with the stderr tail, and stopping that leaves no process of the group behind."""
+"""The process owner with real processes: readiness, a failed start reported with how the
+process ended (signal, phase, stderr tail), an end while serving reported once and never
+restarted by the owner itself, and stopping that leaves no process of the group behind."""
 
 from __future__ import annotations
 
@@ -13,17 +14,16 @@ import httpx
 import pytest
 
 from modelrunner import engines
+from modelrunner.engines.exits import Exit
 from modelrunner.engines.launch import Launch, Probe
 from modelrunner.engines.memory import group_alive
-from modelrunner.engines.process import EngineProcess, InstanceState
-from modelrunner.engines.restart import RestartPolicy
+from modelrunner.engines.process import EngineProcess, Liveness
 from modelrunner.errors import EngineStartFailed
 from modelrunner.model_files import ModelFiles
 from modelrunner.settings import Settings
 from tests.fixtures.engines import make_manifest
 
 pytestmark = pytest.mark.engine
-FAST = RestartPolicy(max_restarts=2, backoff_base=0.1, backoff_max=0.5)
 PROBE = Probe("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 1})
 
 
@@ -44,26 +44,25 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
-def instance(tmp_path: Path, launch_for: object, **kw: object) -> tuple[EngineProcess, list[str]]:
-    seen: list[str] = []
+def instance(tmp_path: Path, launch_for: object) -> tuple[EngineProcess, list[str]]:
+    ended: list[str] = []
     proc = EngineProcess(
         "test-1",
         "stub",
         launch_for,  # type: ignore[arg-type]
         log_dir=tmp_path,
-        policy=kw.pop("policy", FAST),  # type: ignore[arg-type]
-        on_state_change=lambda p: seen.append(p.state),
+        on_exit=lambda p: ended.append(p.reason or ""),
     )
-    return proc, seen
+    return proc, ended
 
 
-def test_always_failing_engine_ends_failed_with_its_stderr(tmp_path: Path) -> None:
+def test_failing_engine_reports_its_exit_code_and_stderr_once(tmp_path: Path) -> None:
     def launch_for(port: int) -> Launch:
         code = "import sys; print('loading weights', file=sys.stderr); "
         code += "sys.exit('error: weights.gguf is corrupt at offset 42')"
         return Launch((sys.executable, "-c", code), {}, "/health", PROBE, 20)
 
-    proc, seen = instance(tmp_path, launch_for)
+    proc, ended = instance(tmp_path, launch_for)
 
     async def run() -> None:
         with pytest.raises(EngineStartFailed) as info:
@@ -71,24 +70,42 @@ def test_always_failing_engine_ends_failed_with_its_stderr(tmp_path: Path) -> No
         message = str(info.value)
         assert "test-1" in message
         assert "corrupt at offset 42" in message  # the stderr tail is the reason
-        assert "exited with code 1" in message
-        assert proc.state == "failed"
-        assert proc.reason is not None and "gave up after 3 failed starts" in proc.reason
-        assert proc.restarts == FAST.max_restarts
+        assert (
+            "engine exited with code 1 (an error; its stderr says which) while loading" in message
+        )
+        assert info.value.exit == Exit(1, "loading")
+        assert proc.state == "exited"
+        assert proc.pid is None  # one attempt: nothing restarted behind the caller's back
         await proc.stop()
 
     asyncio.run(run())
-    assert seen[0] == "starting"
-    assert "failed" in seen
-    assert seen[-1] == "stopped"
+    assert ended == []  # a failed start is the caller's news, not an on_exit
     assert "corrupt at offset 42" in (tmp_path / "test-1.log").read_text()  # the log kept it
+
+
+def test_engine_killed_by_sigsegv_during_readiness_says_so(
+    tmp_path: Path, stub_engine: Path
+) -> None:
+    proc, _ = instance(tmp_path, stub(stub_engine, {"STUB_CRASH": "SIGSEGV"}))
+
+    async def run() -> None:
+        with pytest.raises(EngineStartFailed) as info:
+            await proc.start()
+        assert info.value.exit == Exit(-11, "readiness")
+        assert (
+            "engine killed by SIGSEGV (segmentation fault) during its readiness request; "
+            "last stderr: stub engine up\ncomputing the first token"
+        ) in str(info.value)
+        assert "RemoteProtocolError" not in str(info.value)  # the process died: say that
+
+    asyncio.run(run())
 
 
 def test_never_healthy_engine_times_out(tmp_path: Path) -> None:
     def launch_for(port: int) -> Launch:
         return Launch((sys.executable, "-c", "import time; time.sleep(60)"), {}, "/h", PROBE, 1)
 
-    proc, _ = instance(tmp_path, launch_for, policy=RestartPolicy(max_restarts=0))
+    proc, _ = instance(tmp_path, launch_for)
 
     async def run() -> None:
         with pytest.raises(EngineStartFailed, match="not healthy within 1s"):
@@ -99,9 +116,7 @@ def test_never_healthy_engine_times_out(tmp_path: Path) -> None:
 
 
 def test_failing_readiness_request_is_not_ready(tmp_path: Path, stub_engine: Path) -> None:
-    proc, _ = instance(
-        tmp_path, stub(stub_engine, {"STUB_STATUS": "500"}), policy=RestartPolicy(max_restarts=0)
-    )
+    proc, _ = instance(tmp_path, stub(stub_engine, {"STUB_STATUS": "500"}))
 
     async def run() -> None:
         with pytest.raises(
@@ -113,7 +128,7 @@ def test_failing_readiness_request_is_not_ready(tmp_path: Path, stub_engine: Pat
 
 
 def test_stop_kills_a_stubborn_group_with_no_orphans(tmp_path: Path, stub_engine: Path) -> None:
-    proc, seen = instance(tmp_path, stub(stub_engine, {"STUB_STUBBORN": "1"}))
+    proc, ended = instance(tmp_path, stub(stub_engine, {"STUB_STUBBORN": "1"}))
 
     async def run() -> tuple[int, int]:
         await proc.start()
@@ -129,29 +144,20 @@ def test_stop_kills_a_stubborn_group_with_no_orphans(tmp_path: Path, stub_engine
     pgid, grandchild = asyncio.run(run())
     assert not group_alive(pgid)
     assert not alive(grandchild)
-    assert seen == ["starting", "ready", "stopping", "stopped"]
+    assert proc.state == "stopped"
+    assert ended == []  # a stop asked for is not an end to report
 
 
-def test_drain_runs_before_stopping(tmp_path: Path, stub_engine: Path) -> None:
-    proc, seen = instance(tmp_path, stub(stub_engine))
-
-    async def run() -> None:
-        await proc.start()
-        await proc.stop(drained=lambda: asyncio.sleep(0.05))
-
-    asyncio.run(run())
-    assert seen == ["starting", "ready", "draining", "stopping", "stopped"]
-
-
-def test_killed_llamacpp_engine_restarts(tmp_path: Path, smollm2_gguf: Path) -> None:
+def test_killed_llamacpp_engine_is_reported_not_restarted(
+    tmp_path: Path, smollm2_gguf: Path
+) -> None:
     manifest = make_manifest(name="smol", **{"llama.cpp": {"threads": 1}}, context_size=256)
-    states: list[InstanceState] = []
+    ended: list[EngineProcess] = []
     proc = engines.create_instance(
         manifest,
         ModelFiles("gguf", smollm2_gguf),
         Settings(log_dir=tmp_path),
-        policy=FAST,
-        on_state_change=lambda p: states.append(p.state),
+        on_exit=ended.append,
     )
 
     async def run() -> None:
@@ -159,36 +165,30 @@ def test_killed_llamacpp_engine_restarts(tmp_path: Path, smollm2_gguf: Path) -> 
         first = proc.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)  # a crash, as far as the owner can tell
-        await proc.wait_for("starting", timeout=10)
-        assert proc.reason is not None and "exited with code -9 while ready" in proc.reason
-        assert "restart 1/2" in proc.reason
-        await proc.wait_for("ready", timeout=60)
-        assert proc.pid not in (None, first)
-        assert proc.restarts == 1
-        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-        async with httpx.AsyncClient(base_url=proc.base_url, timeout=60) as client:
-            response = await client.post("/v1/chat/completions", json=body)
-        assert response.status_code == 200
+        await proc.wait_for("exited", timeout=10)
+        assert proc.reason is not None
+        assert proc.reason.startswith("engine killed by SIGKILL (killed; often the kernel's")
+        assert "while serving" in proc.reason
+        assert proc.exit == Exit(-9, "serving")
+        await asyncio.sleep(0.5)
+        assert proc.pid is None and proc.state == "exited"  # the model decides, not the owner
         await proc.stop()
         assert not group_alive(first)
 
     asyncio.run(run())
-    assert states == ["starting", "ready", "starting", "ready", "stopping", "stopped"]
+    assert ended == [proc]
 
 
-def test_hung_engine_is_killed_and_restarted(tmp_path: Path, smollm2_gguf: Path) -> None:
+def test_hung_engine_is_killed_and_reported(tmp_path: Path, smollm2_gguf: Path) -> None:
     """Alive but silent (SIGSTOP stands in for a deadlock): the liveness check catches it."""
     manifest = make_manifest(name="smol", **{"llama.cpp": {"threads": 1}}, context_size=256)
-    policy = RestartPolicy(
-        max_restarts=2,
-        backoff_base=0.1,
-        backoff_max=0.5,
-        health_interval=0.3,
-        health_timeout=0.5,
-        health_failures=2,
-    )
+    ended: list[EngineProcess] = []
     proc = engines.create_instance(
-        manifest, ModelFiles("gguf", smollm2_gguf), Settings(log_dir=tmp_path), policy=policy
+        manifest,
+        ModelFiles("gguf", smollm2_gguf),
+        Settings(log_dir=tmp_path),
+        liveness=Liveness(interval=0.3, timeout=0.5, failures=2),
+        on_exit=ended.append,
     )
 
     async def run() -> None:
@@ -196,25 +196,22 @@ def test_hung_engine_is_killed_and_restarted(tmp_path: Path, smollm2_gguf: Path)
         first = proc.pid
         assert first is not None
         os.kill(first, signal.SIGSTOP)
-        await proc.wait_for("starting", timeout=30)
+        await proc.wait_for("exited", timeout=30)
         assert proc.reason is not None
-        assert "stopped answering /health while ready (2 checks in a row" in proc.reason
-        await proc.wait_for("ready", timeout=60)
-        assert proc.pid not in (None, first)
+        assert "stopped answering /health while serving (2 checks in a row" in proc.reason
+        assert proc.exit is None  # it did not end by itself: it was killed for hanging
         assert not group_alive(first)  # the hung process was killed, not left behind
-        async with httpx.AsyncClient(base_url=proc.base_url, timeout=60) as client:
-            response = await client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
-        assert response.status_code == 200
         await proc.stop()
 
     asyncio.run(run())
+    assert ended == [proc]
 
 
 def test_stop_while_starting_ends_the_start(tmp_path: Path) -> None:
     def launch_for(port: int) -> Launch:
         return Launch((sys.executable, "-c", "import time; time.sleep(60)"), {}, "/h", PROBE, 60)
 
-    proc, seen = instance(tmp_path, launch_for)
+    proc, _ = instance(tmp_path, launch_for)
 
     async def run() -> int:
         starting = asyncio.create_task(proc.start())
@@ -229,4 +226,25 @@ def test_stop_while_starting_ends_the_start(tmp_path: Path) -> None:
 
     pgid = asyncio.run(run())
     assert not group_alive(pgid)
-    assert seen == ["starting", "stopping", "stopped"]
+
+
+def test_cancelling_the_start_stops_the_process(tmp_path: Path) -> None:
+    """What a manifest change does to a start in progress: the caller cancels it."""
+
+    def launch_for(port: int) -> Launch:
+        return Launch((sys.executable, "-c", "import time; time.sleep(60)"), {}, "/h", PROBE, 60)
+
+    proc, _ = instance(tmp_path, launch_for)
+
+    async def run() -> int:
+        starting = asyncio.create_task(proc.start())
+        while proc.pid is None:
+            await asyncio.sleep(0.01)
+        pgid = proc.pid
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        assert proc.state == "stopped" and proc.pid is None
+        return pgid
+
+    assert not group_alive(asyncio.run(run()))

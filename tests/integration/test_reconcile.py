@@ -136,6 +136,11 @@ def test_invalid_manifest_keeps_the_old_model_serving(
         capture_output=True, text=True, env=server.env,
     )  # fmt: skip
     assert "new.yaml:3:1: $.threads: error: unknown key 'threads'" in status.stdout
+    # The good file back: the error goes with the pass that no longer sees it (it used to
+    # stay in the status for ever, through resync and SIGHUP).
+    server.write("smol.yaml", good)
+    server.wait_for("the error to clear", lambda: server.status()["smol"]["last_error"] is None)
+    assert server.status()["smol"]["instance"] == before["instance"]
 
 
 def test_deleting_the_file_retires_only_its_model(

@@ -1,12 +1,12 @@
-"""Restart backoff (pure)."""
+"""The one retry policy's backoff (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
-from modelrunner.engines.restart import RestartPolicy, backoff_delay, gives_up
+from modelrunner.engines.restart import RetryPolicy, backoff_delay
 
-POLICY = RestartPolicy(max_restarts=3, backoff_base=0.5, backoff_max=3.0)
+POLICY = RetryPolicy(backoff_base=0.5, backoff_max=3.0)
 
 
 @pytest.mark.parametrize(
@@ -14,8 +14,3 @@ POLICY = RestartPolicy(max_restarts=3, backoff_base=0.5, backoff_max=3.0)
 )
 def test_backoff_doubles_up_to_the_cap(failures: int, delay: float) -> None:
     assert backoff_delay(failures, POLICY) == delay
-
-
-@pytest.mark.parametrize(("failures", "give_up"), [(1, False), (3, False), (4, True)])
-def test_gives_up_after_max_restarts(failures: int, give_up: bool) -> None:
-    assert gives_up(failures, POLICY) is give_up

@@ -8,34 +8,34 @@ from typing import Any
 import pytest
 
 from modelrunner.engines import diffusers_server, llamacpp_server
-from modelrunner.engines.flags import ALLOWED_FLAGS
+from modelrunner.engines.flags import ALLOWED_FLAGS, engine_flags
 from modelrunner.engines.serving import RequestError, error_body, parse_bool
-
-SAMPLE = {"int": "3", "float": "0.5", "word": "true"}
 
 
 def sample_flags(engine: str) -> list[str]:
+    """Every allowed flag with a valid value, as the engine is started with them."""
     argv: list[str] = []
-    for name, kind in ALLOWED_FLAGS[engine].items():
+    for name, value in ALLOWED_FLAGS[engine].items():
         argv.append(name)
-        if kind != "switch":
-            argv.append(SAMPLE[kind])
-    return argv
+        if value.kind != "switch":
+            argv.append(value.example)
+    return list(engine_flags(engine, argv))
 
 
 def test_llamacpp_server_accepts_every_allowed_flag() -> None:
     flags = sample_flags("llama.cpp")
     args = llamacpp_server.parse_args(["--model", "m.gguf", "--port", "1", *flags])
-    assert args.n_batch == 3
+    assert args.n_batch == 2
     assert args.flash_attn is True
-    assert args.max_queue == 3
+    assert args.max_queue == 1
+    assert args.type_k == 0  # "f32", as its ggml type id
 
 
 def test_diffusers_server_accepts_every_allowed_flag() -> None:
     args = diffusers_server.parse_args(
         ["--model", "m.dduf", "--port", "1", *sample_flags("diffusers")]
     )
-    assert args.seed == 3
+    assert args.seed == 1
     assert args.attention_slicing is True
     assert args.guidance_scale == 0.5
 

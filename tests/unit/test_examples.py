@@ -66,17 +66,3 @@ def test_invalid_example_fails_with_its_stated_problems(
         if p["file"] == shown
     }
     assert got == expected
-
-
-def test_kubernetes_configmap_manifests_lint_clean(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import yaml
-
-    documents = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "modelrunner.yaml").read_text()))
-    (config_map,) = [d for d in documents if d["kind"] == "ConfigMap"]
-    for filename, text in config_map["data"].items():
-        (tmp_path / filename).write_text(text)
-    code, problems = _lint_json(capsys, "--strict", str(tmp_path))
-    assert (code, problems) == (0, [])
-    assert len(config_map["data"]) == 2

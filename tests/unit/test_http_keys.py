@@ -28,8 +28,27 @@ def test_non_loopback_without_keys_is_refused_with_a_clear_message() -> None:
         check_settings(Settings(host="0.0.0.0"))
 
 
-def test_non_loopback_with_keys_is_allowed() -> None:
-    assert check_settings(Settings(host="0.0.0.0", api_keys=("k1",))) == ("k1",)
+def test_non_loopback_with_keys_and_hosts_is_allowed() -> None:
+    settings = Settings(host="0.0.0.0", api_keys=("k1",), allowed_hosts=("models.example",))
+    assert check_settings(settings) == ("k1",)
+
+
+def test_non_loopback_without_allowed_hosts_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"without MR_ALLOWED_HOSTS"):
+        check_settings(Settings(host="0.0.0.0", api_keys=("k1",)))
+
+
+@pytest.mark.parametrize("key", ["clé-secrète", "ключ", "tab\there", "k\u00a0x"])
+def test_non_ascii_or_control_keys_are_refused_at_start(key: str) -> None:
+    with pytest.raises(UsageError, match=r"API key #2 contains a non-ASCII or control character"):
+        check_settings(Settings(api_keys=("fine", key)))
+
+
+def test_non_ascii_key_in_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("ok-key\nmot-de-passe-é\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"API key #2"):
+        check_settings(Settings(api_keys_file=path))
 
 
 def test_loopback_needs_no_keys() -> None:
@@ -39,7 +58,8 @@ def test_loopback_needs_no_keys() -> None:
 def test_key_file_lines(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text("# ops\nalpha\n\n  beta  \n")
-    assert check_settings(Settings(host="0.0.0.0", api_keys=("env",), api_keys_file=path)) == (
+    settings = Settings(api_keys=("env",), api_keys_file=path)
+    assert check_settings(settings) == (
         "env", "alpha", "beta",
     )  # fmt: skip
 
@@ -74,3 +94,21 @@ def test_no_keys_accepts_everything() -> None:
     check = KeyCheck(())
     assert not check.enabled
     assert check.accepts(None)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "x_api_key", "accepted"),
+    [
+        (None, "k1", True),
+        (None, " k2 ", True),
+        (None, "nope", False),
+        ("Bearer k1", "nope", True),
+        ("Bearer nope", "k1", True),
+        ("Bearer nope", None, False),
+        (None, "", False),
+    ],
+)
+def test_x_api_key_is_accepted_like_bearer(
+    authorization: str | None, x_api_key: str | None, accepted: bool
+) -> None:
+    assert KeyCheck(["k1", "k2"]).accepts(authorization, x_api_key) is accepted

@@ -77,7 +77,7 @@ def test_merge_keys_and_anchors_work() -> None:
     assert [str(p) for p in result.problems] == [
         "m.yaml:1:1: $.base: unknown key 'base' (allowed here: aliases, apiVersion, context_size, "
         "description, diffusers, engine, env, keep_alive, limits, llama.cpp, model, name, "
-        "preload, pull_policy, runtime_flags, vllm)"
+        "placement, preload, pull_policy, runtime_flags, vllm)"
     ]
     text = text.replace("base: &base\n  threads: 2\n", "").replace("*base", "{threads: 2}")
     (manifest,) = load_text(text, "m.yaml", "m").manifests

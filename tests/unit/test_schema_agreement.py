@@ -23,6 +23,8 @@ FIELDS = [
     "llama.cpp", "vllm", "diffusers", "threads", "parallel", "n_gpu_layers", "embeddings",
     "hf_overrides", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs",
     "dtype", "size", "steps", "max_concurrent_requests", "request_timeout",
+    "placement", "hosts", "match_labels", "pipeline_parallel_size",
+    "distributed_executor_backend", "ray_address",
 ]  # fmt: skip
 
 
@@ -78,6 +80,7 @@ scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.sampled_from([2.0, 1.0, 0.5, 1e300, 10**20])
     | st.sampled_from(["", "vllm", "llama.cpp", "512x512", "5m", "-1", "0", "--seed", "1", "a_b"])
+    | st.sampled_from(["gpu-1", "h100", "ray", "mp", "auto", "10.0.0.5:6379", "a.b/c", "-x"])
     | st.text(max_size=12)
 )
 values = st.recursive(
@@ -148,6 +151,23 @@ def test_explicit_null_is_refused_by_the_loader() -> None:
         {"keep_alive": "1h30m"},
         {"keep_alive": -2},
         {"env": {"A": "1", "2B": "x"}},
+        {"placement": {}},
+        {"placement": {"hosts": []}},
+        {"placement": {"hosts": ["a", "a"]}},
+        {"placement": {"hosts": ["gpu-1"], "match_labels": {"example.com/gpu": "h100"}}},
+        {"placement": {"match_labels": {"gpu": ""}}},
+        {"placement": {"match_labels": {"gpu": "-x"}}},
+        {"placement": {"match_labels": {"Example.com/gpu": "x"}}},
+        {"vllm": {"ray_address": "10.0.0.5:6379"}},
+        {"vllm": {"ray_address": "auto", "distributed_executor_backend": "mp"}},
+        {"vllm": {"ray_address": "head:6379", "distributed_executor_backend": "ray"}},
+        {"vllm": {"ray_address": "ray://head:10001", "distributed_executor_backend": "ray"}},
+        {"vllm": {"pipeline_parallel_size": 0}},
+        # a final newline: Python's `$` would let it through, JSON Schema's does not
+        {"placement": {"hosts": ["a\n"]}},
+        {"placement": {"match_labels": {"gpu\n": "x"}}},
+        {"placement": {"match_labels": {"gpu": "x\n"}}},
+        {"vllm": {"distributed_executor_backend": "ray", "ray_address": "h:1\n"}},
     ],
     ids=str,
 )

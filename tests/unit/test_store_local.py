@@ -4,6 +4,7 @@ the write path's guarantees (verified before the rename, resumable, no wrong blo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -111,7 +112,8 @@ def test_a_pin_from_another_process_is_honoured_until_it_exits(store: Store, mod
         import sys, time
         from pathlib import Path
         from modelrunner.store import Store
-        Store(Path({str(store.root)!r})).pin({files.digest!r})
+        server = Store(Path({str(store.root)!r}))  # held for the process's life, as mr serve does
+        server.pin({files.digest!r})
         print("pinned", flush=True)
         time.sleep(60)
     """)
@@ -222,3 +224,113 @@ def test_index_is_replaced_atomically(store: Store, model: Path) -> None:
     store.tag("t/tiny:v1", "t/tiny:v2")
     assert store.index.path.stat().st_ino != before  # a new file renamed over the old
     assert [p.name for p in store.root.glob(".index-*")] == []
+
+
+def test_rm_force_of_a_served_model_keeps_its_files_until_the_pin_goes(
+    store: Store, model: Path
+) -> None:
+    files = store.package("t/tiny:v1", gguf=model)
+    assert files.digest is not None
+    store.pin(files.digest)
+    store.remove("t/tiny:v1", force=True)
+    assert not store.has("t/tiny:v1") and store.list() == []
+    assert files.path.is_file(), "the engine's file went away under it"
+    assert store.removed_while_served(files.digest)
+    assert store.gc().blobs_removed == 0  # gc keeps what a server serves, too
+    store.unpin(files.digest)
+    assert not files.path.exists()
+    assert store.blobs.digests() == []
+
+
+def test_a_leftover_pin_of_a_reused_pid_is_ignored(store: Store, model: Path) -> None:
+    """mr as PID 1 in a container: the last run's pin file names a pid that is alive again
+    (here: pid 1), but no process holds its lock, so it pins nothing."""
+    files = store.package("t/tiny:v1", gguf=model)
+    pins = store.root / "pins"
+    pins.mkdir()
+    (pins / "1.json").write_text(json.dumps([files.digest]))
+    (pins / "1-4242-abcdef.json").write_text(json.dumps([files.digest]))
+    (pins / "1-4242-abcdef.lock").touch()
+    store.remove("t/tiny:v1")  # no ModelInUse
+    assert store.list() == []
+    assert sorted(p.name for p in pins.iterdir()) == []
+
+
+def test_release_leaves_no_pin_files(store: Store, model: Path) -> None:
+    files = store.package("t/tiny:v1", gguf=model)
+    assert files.digest is not None
+    store.pin(files.digest)
+    assert [p.suffix for p in sorted((store.root / "pins").iterdir())] == [".json", ".lock"]
+    store.release_pins()
+    assert list((store.root / "pins").iterdir()) == []
+    assert store.has("t/tiny:v1")  # still tagged: released pins delete nothing
+
+
+def flip_a_byte(path: Path, at: int = 100, keep_mtime: bool = False) -> None:
+    """Silent corruption: one byte changed in place, size kept (mtime too, if asked)."""
+    before = path.stat()
+    path.chmod(0o644)
+    with path.open("r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    path.chmod(0o444)
+    if keep_mtime:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_verified_blobs_are_not_hashed_again_even_after_a_restart(
+    store: Store, model: Path
+) -> None:
+    store.package("t/tiny:v1", gguf=model)
+    assert store.check_intact("t/tiny:v1") == 1  # the GGUF layer: hashed once
+    assert store.check_intact("t/tiny:v1") == 0
+    assert Store(store.root).check_intact("t/tiny:v1") == 0  # a new server start: free
+    assert Store(store.root).check_intact("t/tiny:v1", force=True) == 1
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True])
+def test_a_corrupted_blob_is_refused_with_a_located_error(
+    store: Store, model: Path, keep_mtime: bool
+) -> None:
+    files = store.package("t/tiny:v1", gguf=model)
+    store.files_to_load("t/tiny:v1", "never")  # verified and remembered
+    blob = files.path.resolve()
+    flip_a_byte(files.path, keep_mtime=keep_mtime)  # ctime still tells
+    with pytest.raises(DigestMismatch) as info:
+        store.files_to_load("t/tiny:v1", "never")
+    message = str(info.value)
+    assert message.startswith("t/tiny:v1: blob sha256:")
+    assert "is corrupted" in message and str(store.blobs.dir) in message
+    assert blob.exists()  # refused, not deleted: `mr pull` or `mr verify` tell the rest
+
+
+def test_a_corrupted_blob_that_cannot_be_fetched_again_says_both(store: Store, model: Path) -> None:
+    files = store.package("localhost:1/t/tiny:v1", gguf=model)
+    flip_a_byte(files.path)
+    with pytest.raises(DigestMismatch, match=r"is corrupted.*; fetching it again failed"):
+        store.files_to_load("localhost:1/t/tiny:v1", "if-not-present")
+
+
+def test_mr_verify_reports_corrupted_models_and_exits_1(
+    store: Store, model: Path, tmp_path: Path
+) -> None:
+    good = store.package("t/good:v1", gguf=model)
+    bad = store.package("t/bad:v1", gguf=tiny_gguf(tmp_path / "other.gguf", fill=2.0))
+    assert good.digest != bad.digest
+    store.check_intact("t/bad:v1")  # remembered as good: mr verify hashes anyway
+    flip_a_byte(bad.path, keep_mtime=True)
+
+    def mr_verify(*ref: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "modelrunner", "verify", "--store", str(store.root), *ref],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    everything = mr_verify()
+    assert everything.returncode == 1
+    assert "t/good:v1: ok" in everything.stdout
+    assert "t/bad:v1: blob sha256:" in everything.stdout and "is corrupted" in everything.stdout
+    assert mr_verify("t/good:v1").returncode == 0
+    assert mr_verify("t/bad:v1").returncode == 1

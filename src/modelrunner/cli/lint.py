@@ -23,6 +23,12 @@ def register(subparsers: Any) -> None:
         "--format", choices=("text", "json", "github"), default="text", help="output format"
     )
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    parser.add_argument(
+        "--inventory",
+        type=Path,
+        metavar="HOSTS",
+        help="a fleet inventory (hosts.yaml): warn on placements that match none of its hosts",
+    )
     parser.set_defaults(run=run)
 
 
@@ -48,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     result = LoadResult()
     for files in groups.values():
         result.extend(load_group(files))
+    if args.inventory is not None:
+        result.problems.extend(_inventory_problems(result, args.inventory))
     problems = sorted(result.problems, key=lambda p: (p.file, p.line, p.column, p.message))
     if args.strict:
         problems = [_as_error(p) for p in problems]
@@ -65,6 +73,33 @@ def run(args: argparse.Namespace) -> int:
     )
     print(summary, file=sys.stderr)
     return 1 if errors else 0
+
+
+def _inventory_problems(result: Any, inventory: Path) -> list[Any]:
+    """Warnings for placements that select nothing in the inventory, located."""
+    from modelrunner.fleet import read_inventory, selector_findings
+    from modelrunner.manifest.problems import Problem, json_path
+
+    try:
+        hosts = [h.host for h in read_inventory(inventory)]
+    except ValueError as exc:
+        raise UsageError(f"mr lint: {exc}") from None
+    problems = []
+    for loaded in result.manifests:
+        for path, message in selector_findings(loaded.spec.placement, hosts):
+            at = loaded.document.position(path, at_key=isinstance(path[-1], str))
+            problems.append(
+                Problem(
+                    file=loaded.file,
+                    line=at.line,
+                    column=at.column,
+                    path=json_path(path),
+                    message=message,
+                    severity="warning",
+                    rule="placement-inventory",
+                )
+            )
+    return problems
 
 
 def _as_error(problem: Any) -> Any:

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from modelrunner.metrics import Metrics
     from modelrunner.reconcile.lifespan import reconcile_lifespan
     from modelrunner.registry import Registry
+    from modelrunner.status import StoreAwareStatus
     from modelrunner.store.store import Store
 
     settings = settings_module.from_env(
@@ -63,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     store = Store(settings.store_dir, settings.insecure_registries)
     lifespan, reconciler = reconcile_lifespan(settings, registry, store, metrics)
-    app = create_app(settings, registry, reconciler, metrics, lifespan=[lifespan])
+    status = StoreAwareStatus(reconciler, store)
+    app = create_app(
+        settings,
+        registry,
+        status,
+        metrics,
+        lifespan=[lifespan],
+        store=store,
+        control=reconciler,
+    )
     serve(app, settings, log_level=args.log_level)
     return 0

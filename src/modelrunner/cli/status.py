@@ -24,12 +24,25 @@ def register(subparsers: Any) -> None:
         "plan",
         help="what a reconcile would do now (dry run)",
         description="Compare the manifests of --models-dir with what the running server "
-        "applied, like `terraform plan`. Exit 0: nothing to do; 2: changes pending; "
-        "1: manifests have errors.",
+        "applied, like `terraform plan`, and estimate the memory of the models this host "
+        "(MR_HOST_NAME, MR_HOST_LABELS) serves against its budget (MR_MEMORY_BUDGET). "
+        "Exit 0: nothing to do; 2: changes pending; 1: manifests have errors or the models "
+        "do not fit. With --fleet INVENTORY: per inventory host, the models it would serve "
+        "and whether they fit; exit 1 when a host is over-committed or cannot run a model.",
     )
+    plan.add_argument("folder", nargs="?", type=Path, help="manifest folder (as --models-dir)")
     plan.add_argument("--models-dir", type=Path, help="manifest folder (default models.d)")
     plan.add_argument("--url", help="server URL (default http://$MR_HOST:$MR_PORT)")
-    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.add_argument("--json", action="store_true", help="print JSON (as --format json)")
+    plan.add_argument(
+        "--fleet",
+        type=Path,
+        metavar="INVENTORY",
+        help="plan every host of an inventory (hosts.yaml) instead of asking a server",
+    )
+    plan.add_argument(
+        "--format", choices=("text", "json", "github"), default=None, help="output format"
+    )
     plan.set_defaults(run=run_plan)
 
     logs = subparsers.add_parser(
@@ -103,8 +116,17 @@ def run_status(args: argparse.Namespace) -> int:
     for row in rows if models else []:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for m in models:
+        if m.get("phase") == "elsewhere" and m.get("placement"):
+            print(f"\n{m['name']}: placed on {m['placement']}")
+        if m.get("cluster"):
+            print(f"\n{m['name']}: uses the Ray cluster at {m['cluster']}")
         if m.get("last_error"):
             print(f"\n{m['name']}: {m['last_error']}")
+        if m.get("removed_from_store"):
+            print(
+                f"\n{m['name']}: removed from the store (mr rm --force) while served; "
+                "its files are kept until this instance stops"
+            )
     problems, _ = _get(base, "/problems")
     if problems:
         print("\nmanifest problems:")
@@ -118,17 +140,24 @@ _SYMBOL = {"create": "+", "replace": "~", "update": "~", "retire": "-", "hold": 
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    import os
+
+    from modelrunner.cli.fleet import host_memory_report, run_fleet
     from modelrunner.manifest.load import load_folder
+    from modelrunner.placement import host_from_env
     from modelrunner.reconcile.changes import Keys
     from modelrunner.reconcile.desired import desired_state
     from modelrunner.reconcile.plan import Observed, plan
     from modelrunner.settings import from_env
 
-    settings = from_env(models_dir=args.models_dir)
+    settings = from_env(models_dir=args.folder or args.models_dir)
     folder = settings.models_dir
     if not folder.is_dir():
         print(f"mr plan: {folder}: no such folder", file=sys.stderr)
         return 2
+    args.format = args.format or ("json" if args.json else "text")
+    if args.fleet is not None:
+        return run_fleet(args, folder, settings)
     base, models, error = _fetch_status(args.url)
     if models is None:
         print(f"mr plan: {error}; planning against an empty host", file=sys.stderr)
@@ -141,12 +170,15 @@ def run_plan(args: argparse.Namespace) -> int:
             failed=m.get("phase") == "failed",
         )
         for m in models
+        if m.get("phase") != "elsewhere"  # listed there, but not applied there
     }
     result = load_folder(folder)
-    state = desired_state(result, {name: o.file for name, o in observed.items()})
+    state = desired_state(result, {name: o.file for name, o in observed.items()}, host_from_env())
     actions = [a for a in plan(state, observed) if a.kind != "noop"]
     pending = [a for a in actions if a.kind != "hold"]
-    if args.json:
+    here = [m for m in result.manifests if m.spec.name in state.models]
+    memory_lines, fits, memory = host_memory_report(here, settings, os.environ)
+    if args.format == "json":
         print(
             json.dumps(
                 {
@@ -154,6 +186,8 @@ def run_plan(args: argparse.Namespace) -> int:
                         {"model": a.name, "action": a.kind, "reason": a.reason} for a in actions
                     ],
                     "problems": [str(p) for p in result.problems],
+                    "elsewhere": sorted(state.elsewhere),
+                    "memory": memory,
                 },
                 indent=2,
             )
@@ -166,7 +200,12 @@ def run_plan(args: argparse.Namespace) -> int:
                 f"{_SYMBOL.get(action.kind, '?')} {action.kind:<8} {action.name}  ({action.reason})"
             )
         print(f"{len(pending)} change(s) pending against {base}" if pending else "no changes")
-    if result.errors:
+        if state.elsewhere:
+            print(f"placed on other hosts: {', '.join(sorted(state.elsewhere))}")
+        print("\n".join(memory_lines))
+    if not fits:
+        print("mr plan: the models of this host do not fit its memory budget", file=sys.stderr)
+    if result.errors or not fits:
         return 1
     return 2 if pending else 0
 

@@ -1,4 +1,4 @@
-"""``mr pull | push | package | ls | rm | inspect | tag | df``: the local model store.
+"""``mr pull | push | package | ls | rm | verify | inspect | tag | df``: the local model store.
 
 Only argparse is imported here; the store (and oras, gguf, rich behind it) is imported
 when one of these commands runs, so ``mr lint`` stays fast.
@@ -66,6 +66,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("ref", metavar="REF")
     p = add("ls", "list stored models", _ls)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p = add(
+        "verify",
+        "re-hash the blobs of every stored model (or of REF) and report any that no longer "
+        "match their digest; exit 1 if one does",
+        _verify,
+    )
+    p.add_argument("ref", metavar="REF", nargs="?", help="one model (default: all of them)")
     p = add("rm", "remove a tag; the model goes with its last tag", _rm)
     p.add_argument("refs", nargs="+", metavar="REF")
     p.add_argument("--force", action="store_true", help="remove even when a server uses it")
@@ -193,8 +200,28 @@ def _rm(args: argparse.Namespace) -> int:
     store = _store(args)
     for ref in args.refs:
         digest = store.remove(ref, force=args.force)
-        print(f"{ref}: removed ({digest[:19]})")
+        if store.removed_while_served(digest) and digest in store.in_use():
+            print(
+                f"{ref}: removed ({digest[:19]}); a running server still serves it, so its "
+                "files are kept until that instance stops (mr status shows it)"
+            )
+        else:
+            print(f"{ref}: removed ({digest[:19]})")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    store = _store(args)
+    results = store.verify(args.ref)
+    if not results:
+        print(f"{store.root}: no models")
+    for ref, problem in results:
+        print(f"{ref}: ok" if problem is None else problem)
+    bad = sum(problem is not None for _, problem in results)
+    if bad:
+        print(f"{bad} of {len(results)} model(s) corrupted: mr pull REF fetches them again",
+              file=sys.stderr)  # fmt: skip
+    return 1 if bad else 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@ their own engine process, never here, so ``mr lint`` and the CLI start fast.
 
     catalog.py     the engines by name (formats, packages, launch builder)
     llamacpp.py    manifest -> launch (pure), likewise vllm.py, diffusers.py
-    process.py     EngineProcess: one owner per engine process
+    process.py     EngineProcess: one owner per engine process (spawn, probe, watch)
+    exits.py       how a process ended, in words, and what to do about repeated crashes
     *_server.py    the project's own engine servers (run as ``python -m``)
 """
 
@@ -13,8 +14,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:
     from modelrunner.engines.launch import Launch
-    from modelrunner.engines.process import EngineProcess, StateCallback
-    from modelrunner.engines.restart import RestartPolicy
+    from modelrunner.engines.process import EngineProcess, ExitCallback, Liveness
     from modelrunner.manifest.spec import ModelManifest
     from modelrunner.model_files import ModelFiles
     from modelrunner.settings import Settings
@@ -41,13 +41,14 @@ def create_instance(
     settings: Settings,
     *,
     instance_id: str | None = None,
-    policy: RestartPolicy | None = None,
-    on_state_change: StateCallback | None = None,
+    liveness: Liveness | None = None,
+    on_exit: ExitCallback | None = None,
 ) -> EngineProcess:
     """A stopped engine instance for ``manifest`` (call ``await instance.start()``).
 
     Everything that can be checked without a process is checked here: the engine matches the
-    weight format, the runtime_flags pass the allow-list, the engine's interpreter exists.
+    weight format, the runtime_flags pass the allow-list, the engine's interpreter exists,
+    and for vLLM's Ray backend, ray is installed there and the cluster's address answers.
     Raises :class:`~modelrunner.errors.EngineError` (or ``EngineNotInstalled``) otherwise.
     """
     import secrets
@@ -64,14 +65,18 @@ def create_instance(
         return spec.build(manifest, files, port, settings, python)
 
     build(0)  # refuses bad runtime_flags now, not later in the supervisor
+    if spec.name == "vllm":
+        from modelrunner.engines.vllm import preflight
+
+        preflight(manifest, python)  # the Ray backend: ray installed, its cluster reachable
     safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in manifest.name)
     return EngineProcess(
         instance_id or f"{safe_name}-{secrets.token_hex(4)}",
         spec.name,
         build,
         log_dir=settings.log_dir,
-        policy=policy,
-        on_state_change=on_state_change,
+        liveness=liveness,
+        on_exit=on_exit,
     )
 
 

@@ -42,7 +42,6 @@ class Launch:
     health_path: str
     probe: Probe
     startup_timeout: float  # seconds from spawn to a successful probe
-    metrics_path: str | None = None  # Prometheus text, when the engine exposes it
 
 
 LaunchBuilder = Callable[[ModelManifest, ModelFiles, int, Settings, str], Launch]
@@ -73,14 +72,14 @@ def engine_env(manifest: ModelManifest, extra: Mapping[str, str] | None = None) 
 
 def checked_flags(engine: EngineName, manifest: ModelManifest) -> tuple[str, ...]:
     """The manifest's ``runtime_flags``, only once every one passed the engine's allow-list."""
-    from modelrunner.engines.flags import check_runtime_flags
+    from modelrunner.engines.flags import check_runtime_flags, engine_flags
     from modelrunner.errors import EngineError
 
     problems = check_runtime_flags(engine, manifest.runtime_flags)
     if problems:
         details = "; ".join(f"runtime_flags[{i}]: {message}" for i, message in problems)
         raise EngineError(f"model {manifest.name!r}: refusing its runtime_flags: {details}")
-    return manifest.runtime_flags
+    return engine_flags(engine, manifest.runtime_flags)
 
 
 def check_format(engine: EngineSpec, manifest: ModelManifest, files: ModelFiles) -> None:

@@ -50,5 +50,4 @@ def build_launch(
             {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
         ),
         startup_timeout=120.0,
-        metrics_path="/metrics",
     )

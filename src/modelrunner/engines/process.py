@@ -1,16 +1,20 @@
-"""One owner per engine process: its state machine, from spawn to a freed process group.
+"""One owner per engine process: spawn it, probe it, watch it, and report what happened.
 
-    stopped ──start()──▶ starting ──probe ok──▶ ready ──stop()──▶ draining ─▶ stopping ─▶ stopped
-                            ▲  │                  │
-                   backoff  │  │ exit / probe     │ exit (crash)
-                            └──┴──── fails ◀──────┘
-                                      │ more than max_restarts in a row
-                                      ▼
-                                   failed (reason: the last lines of stderr)
+    stopped ──start()──▶ starting ──health, then one real request──▶ ready
+                            │                                          │ exit, or silent
+                            │ exit / timeout / bad answer              │ on /health
+                            ▼                                          ▼
+                 EngineStartFailed (how it ended)            exited (``on_exit`` called)
+    any ──stop()──▶ stopping ──▶ stopped
 
-A single supervisor task owns the process; ``start`` and ``stop`` only ask it. Each child
-is the leader of its own process group, so stopping (SIGTERM, then SIGKILL after a timeout)
-reaches everything it spawned (vLLM's engine core, tokenizer workers...).
+It never restarts on its own (Docker Model Runner's contract for backends): a failed
+start raises, an instance that ends while ready is reported once through ``on_exit``,
+and the model's life cycle (``reconcile/lifecycle.py``) decides whether to start another.
+How it ended is kept as data (:class:`~modelrunner.engines.exits.Exit`: return code and
+phase) and in words (``reason``: signal name, phase, last stderr lines).
+
+Each child is the leader of its own process group, so stopping (SIGTERM, then SIGKILL after
+a timeout) reaches everything it spawned (vLLM's engine core, tokenizer workers...).
 """
 
 from __future__ import annotations
@@ -23,23 +27,25 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
 import httpx
 
+from modelrunner.engines import exits
+from modelrunner.engines.exits import Exit
 from modelrunner.engines.launch import Launch
 from modelrunner.engines.logfile import RotatingLog, Tail
 from modelrunner.engines.memory import group_alive, group_rss_bytes
-from modelrunner.engines.ports import free_port, port_is_free
-from modelrunner.engines.restart import RestartPolicy, backoff_delay, gives_up
-from modelrunner.errors import EngineError, EngineStartFailed
+from modelrunner.engines.ports import free_port
+from modelrunner.errors import EngineStartFailed
 
 log = logging.getLogger("modelrunner.engines")
 
-InstanceState = Literal["stopped", "starting", "ready", "draining", "stopping", "failed"]
-StateCallback = Callable[["EngineProcess"], None]
+InstanceState = Literal["stopped", "starting", "ready", "exited", "stopping"]
+ExitCallback = Callable[["EngineProcess"], None]
 LaunchFor = Callable[[int], Launch]  # port -> launch description
 
 # Health checks while starting: often at first (a small model is up in a fraction of a
@@ -48,10 +54,27 @@ _POLL_FIRST: Final = 0.02
 _POLL_MAX: Final = 0.5
 _READ_CHUNK: Final = 64 * 1024
 _PR_SET_PDEATHSIG: Final = 1
+# A readiness request that lost its connection: how long to wait for the process to be
+# seen gone, so the reason can say it died (and how) rather than only that a socket closed.
+_DEATH_GRACE: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """While ready: a process alive but silent on its health check this many times in a
+    row (a hang, a deadlock, SIGSTOP) is reported as ended, like a crash."""
+
+    interval: float = 10.0
+    timeout: float = 5.0
+    failures: int = 3
 
 
 class _AttemptFailed(Exception):
-    """One start attempt failed; the message says how (the stderr tail is added later)."""
+    """The start failed; ``exit`` says how the process ended, when it did."""
+
+    def __init__(self, message: str, exit: Exit | None = None) -> None:
+        super().__init__(message)
+        self.exit = exit
 
 
 def _die_with_parent() -> None:
@@ -72,18 +95,18 @@ class EngineProcess:
         launch_for: LaunchFor,
         *,
         log_dir: Path,
-        policy: RestartPolicy | None = None,
-        on_state_change: StateCallback | None = None,
+        liveness: Liveness | None = None,
+        on_exit: ExitCallback | None = None,
         port: int | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.engine = engine
-        self.policy = policy or RestartPolicy()
-        self.on_state_change = on_state_change
+        self.liveness = liveness or Liveness()
+        self.on_exit = on_exit
         self.port = port or free_port()
         self.state: InstanceState = "stopped"
-        self.reason: str | None = None  # why it is starting again, failed or stopped
-        self.restarts = 0  # processes started after the first
+        self.reason: str | None = None  # why the start failed, or why it ended
+        self.exit: Exit | None = None  # how the process ended, when it ended by itself
         self.launch: Launch | None = None
         self.log_path = log_dir / f"{instance_id}.log"
         self._log = RotatingLog(self.log_path)
@@ -91,8 +114,8 @@ class EngineProcess:
         self._launch_for = launch_for
         self._proc: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
-        self._supervisor: asyncio.Task[None] | None = None
-        self._first_outcome: asyncio.Future[str | None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
         self._waiters: list[tuple[frozenset[str], asyncio.Future[InstanceState]]] = []
 
     # -- what callers read ----------------------------------------------------
@@ -116,52 +139,51 @@ class EngineProcess:
 
     # -- what callers ask -----------------------------------------------------
     async def start(self) -> None:
-        """Start the engine and return once it is ready (health and a real request answered).
+        """Spawn the engine and return once it is ready (health and a real request answered).
 
-        Failed attempts are retried with backoff under the restart policy; when it gives up
-        this raises :class:`EngineStartFailed` carrying the stderr tail, and the state is
-        ``failed``. Calling it again while starting or ready waits for the same outcome.
+        One attempt: on failure the process group is gone and :class:`EngineStartFailed`
+        says why (``exit`` set when the process ended by itself). Cancelling the caller
+        stops the process too.
         """
-        outcome = self._first_outcome
-        if outcome is None or self._supervisor is None or self._supervisor.done():
-            if self._supervisor is not None:
-                await self._supervisor  # a finished (failed) run: start afresh
-            outcome = asyncio.get_running_loop().create_future()
-            self._first_outcome = outcome
-            self._supervisor = asyncio.create_task(
-                self._supervise(), name=f"engine {self.instance_id}"
-            )
-        failure = await asyncio.shield(outcome)
-        if failure is not None:
+        if self.state != "stopped":
+            raise RuntimeError(f"instance {self.instance_id} was started already")
+        self._set("starting", None)
+        try:
+            await self._spawn_until_ready()
+        except _AttemptFailed as exc:
+            await self._terminate(timeout=5.0)
+            if self._stopping:
+                raise EngineStartFailed(
+                    f"{self.engine} instance {self.instance_id} stopped before it was ready"
+                ) from None
+            self.exit = exc.exit
+            self._set("exited", str(exc))
             raise EngineStartFailed(
-                f"{self.engine} instance {self.instance_id} failed to start: {failure}"
-            )
+                f"{self.engine} instance {self.instance_id} failed to start: {exc}",
+                exit=exc.exit,
+            ) from None
+        except BaseException:  # cancelled (the model's target moved on), or a bug
+            await asyncio.shield(self._terminate(timeout=5.0))
+            self._set("stopped", "stopped before it was ready")
+            raise
+        self._set("ready", None)
+        self._watcher = asyncio.create_task(self._watch(), name=f"engine {self.instance_id}")
 
-    async def stop(
-        self, timeout: float = 10.0, *, drained: Callable[[], Awaitable[object]] | None = None
-    ) -> None:
-        """Stop the instance and free its process group.
-
-        ``drained``, when given, is awaited first (state ``draining``), e.g. the router's
-        wait for requests in flight. Then SIGTERM to the group, ``timeout`` seconds of grace,
-        SIGKILL to whatever is left. The supervisor and reader tasks are awaited before this
-        returns, so nothing of the instance is left running.
-        """
-        if drained is not None and self.state == "ready":
-            self._set("draining", None)
-            await drained()
-        if self.state not in ("stopped", "failed") or self._proc is not None:
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the instance and free its process group: SIGTERM to the group, ``timeout``
+        seconds of grace, SIGKILL to whatever is left. Nothing of it runs when this returns."""
+        self._stopping = True
+        if self.state in ("starting", "ready") or self._proc is not None:
             self._set("stopping", None)
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+                await watcher
         await self._terminate(timeout)
-        if self._first_outcome is not None and not self._first_outcome.done():
-            self._first_outcome.set_result("stopped before it was ready")
         self._log.close()
-        self._set("stopped", "stopped on request")
+        if self.state != "exited":
+            self._set("stopped", "stopped on request")
 
     async def wait_for(self, *states: InstanceState, timeout: float) -> InstanceState:
         """Wait until the state is one of ``states``; raises ``TimeoutError`` after ``timeout``."""
@@ -174,62 +196,8 @@ class EngineProcess:
         finally:
             self._waiters.remove(waiter)
 
-    async def metrics(self) -> str | None:
-        """The engine's own Prometheus metrics (text), if it exposes them and is ready."""
-        launch = self.launch
-        if launch is None or launch.metrics_path is None or self.state != "ready":
-            return None
-        try:
-            async with httpx.AsyncClient(base_url=self.base_url, timeout=5.0) as client:
-                response = await client.get(launch.metrics_path)
-        except httpx.HTTPError as exc:
-            raise EngineError(f"instance {self.instance_id}: metrics scrape failed: {exc}") from exc
-        return response.text if response.status_code == 200 else None
-
-    # -- the supervisor: the only code that spawns, restarts and gives up ----------
-    async def _supervise(self) -> None:
-        failures = 0
-        try:
-            while True:
-                self._set("starting", self.reason if failures else None)
-                try:
-                    await self._spawn_until_ready()
-                except _AttemptFailed as exc:
-                    await self._terminate(timeout=5.0)
-                    reason = f"{exc}{self._tail_suffix()}"
-                else:
-                    self._set("ready", None)
-                    self._resolve_first(None)
-                    ready_at = time.monotonic()
-                    ended = await self._wait_exit_or_hang()
-                    if time.monotonic() - ready_at >= self.policy.stable_after:
-                        failures = 0
-                    await self._terminate(timeout=5.0)  # sweep what the leader left behind
-                    reason = f"{ended}{self._tail_suffix()}"
-                    log.warning("instance %s crashed: %s", self.instance_id, reason)
-                failures += 1
-                if gives_up(failures, self.policy):
-                    self._set("failed", f"gave up after {failures} failed starts: {reason}")
-                    self._resolve_first(self.reason)
-                    return
-                delay = backoff_delay(failures, self.policy)
-                self._set(
-                    "starting",
-                    f"restart {failures}/{self.policy.max_restarts} in {delay:.1f}s: {reason}",
-                )
-                await asyncio.sleep(delay)
-                self.restarts += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug here must fail the instance loudly, not vanish
-            log.exception("supervisor of instance %s failed", self.instance_id)
-            await self._terminate(timeout=5.0)
-            self._set("failed", f"supervisor error: {exc!r}")
-            self._resolve_first(self.reason)
-
+    # -- starting -----------------------------------------------------------------
     async def _spawn_until_ready(self) -> None:
-        if self.restarts and not port_is_free(self.port):
-            self.port = free_port()  # someone took it while we were down
         launch = self._launch_for(self.port)
         self.launch = launch
         self._stderr_tail.clear()
@@ -255,15 +223,23 @@ class EngineProcess:
         ]
         await self._wait_ready(proc, launch)
 
+    async def _ended(self, proc: asyncio.subprocess.Process, phase: exits.ExitPhase) -> Exit:
+        await self._finish_readers(timeout=2.0)  # the last stderr lines say why
+        assert proc.returncode is not None
+        return Exit(proc.returncode, phase)
+
     async def _wait_ready(self, proc: asyncio.subprocess.Process, launch: Launch) -> None:
         deadline = time.monotonic() + launch.startup_timeout
         poll = _POLL_FIRST
         async with httpx.AsyncClient(base_url=self.base_url, timeout=5.0) as client:
             while True:
                 if proc.returncode is not None:
-                    raise _AttemptFailed(f"exited with code {proc.returncode} before it was ready")
+                    ended = await self._ended(proc, "loading")
+                    raise _AttemptFailed(exits.reason(ended, self.stderr_tail()), ended)
                 if time.monotonic() > deadline:
-                    raise _AttemptFailed(f"not healthy within {launch.startup_timeout:.0f}s")
+                    raise _AttemptFailed(
+                        f"not healthy within {launch.startup_timeout:.0f}s{self._tail_suffix()}"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(launch.health_path)).status_code == 200:
                         break
@@ -278,16 +254,25 @@ class EngineProcess:
                     timeout=max(1.0, deadline - time.monotonic()),
                 )
             except httpx.HTTPError as exc:
-                raise _AttemptFailed(f"readiness request {probe.path} failed: {exc!r}") from exc
+                # A lost connection mostly means the process died answering: say how.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), _DEATH_GRACE)
+                if proc.returncode is not None:
+                    ended = await self._ended(proc, "readiness")
+                    raise _AttemptFailed(exits.reason(ended, self.stderr_tail()), ended) from None
+                raise _AttemptFailed(
+                    f"readiness request {probe.path} failed ({exc!r}) while the process "
+                    f"still runs{self._tail_suffix()}"
+                ) from None
             if response.status_code >= 300:
                 raise _AttemptFailed(
                     f"readiness request {probe.path} answered {response.status_code}: "
-                    f"{response.text[:500]}"
+                    f"{response.text[:500]}{self._tail_suffix()}"
                 )
 
-    async def _wait_exit_or_hang(self) -> str:
-        """While ready: how the process ended, or that it stopped answering (it is then
-        still running; the caller terminates it)."""
+    # -- while ready --------------------------------------------------------------
+    async def _watch(self) -> None:
+        """Until the process ends or stops answering; then sweep its group and report."""
         exited = asyncio.create_task(self._wait_exit())
         hung = asyncio.create_task(self._watch_health())
         try:
@@ -297,34 +282,43 @@ class EngineProcess:
                 task.cancel()
             await asyncio.gather(exited, hung, return_exceptions=True)
         if exited.done() and not exited.cancelled() and exited.exception() is None:
-            return f"exited with code {exited.result()} while ready"
-        return hung.result()
+            self.exit = exited.result()
+            reason = exits.reason(self.exit, self.stderr_tail())
+        else:
+            reason = f"{hung.result()}{self._tail_suffix()}"
+        await self._terminate(timeout=5.0)  # sweep what the leader left behind
+        log.warning("instance %s ended: %s", self.instance_id, reason)
+        self._set("exited", reason)
+        if self.on_exit is not None:
+            try:
+                self.on_exit(self)
+            except Exception:
+                log.exception("on_exit of instance %s failed", self.instance_id)
 
     async def _watch_health(self) -> str:
-        policy, path = self.policy, self.launch.health_path if self.launch else "/health"
+        live, path = self.liveness, self.launch.health_path if self.launch else "/health"
         failures = 0
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=policy.health_timeout) as c:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=live.timeout) as client:
             while True:
-                await asyncio.sleep(policy.health_interval)
+                await asyncio.sleep(live.interval)
                 try:
-                    healthy = (await c.get(path)).status_code == 200
+                    healthy = (await client.get(path)).status_code == 200
                 except httpx.HTTPError:
                     healthy = False
                 failures = 0 if healthy else failures + 1
-                if failures >= policy.health_failures:
+                if failures >= live.failures:
                     return (
-                        f"stopped answering {path} while ready "
-                        f"({failures} checks in a row, {policy.health_interval:g}s apart)"
+                        f"engine stopped answering {path} while serving "
+                        f"({failures} checks in a row, {live.interval:g}s apart)"
                     )
 
-    async def _wait_exit(self) -> int:
+    async def _wait_exit(self) -> Exit:
         proc = self._proc
-        if proc is None:
-            return 0
-        code = await proc.wait()
-        await self._finish_readers(timeout=2.0)
-        return code
+        assert proc is not None
+        await proc.wait()
+        return await self._ended(proc, "serving")
 
+    # -- the process --------------------------------------------------------------
     async def _pump(self, stream: asyncio.StreamReader, tail: Tail | None) -> None:
         while chunk := await stream.read(_READ_CHUNK):
             self._log.write(chunk)
@@ -360,7 +354,7 @@ class EngineProcess:
         await proc.wait()
         await self._finish_readers(timeout=2.0)
         self._proc = None  # only now: a stop that cancels us midway signals the group again
-        self._log.write(f"=== exited with code {proc.returncode}\n".encode())
+        self._log.write(f"=== {exits.describe(proc.returncode or 0)}\n".encode())
 
     # -- state ------------------------------------------------------------------
     def _set(self, state: InstanceState, reason: str | None) -> None:
@@ -372,19 +366,10 @@ class EngineProcess:
         for states, waiter in self._waiters:
             if state in states and not waiter.done():
                 waiter.set_result(state)
-        if self.on_state_change is not None:
-            try:
-                self.on_state_change(self)
-            except Exception:
-                log.exception("on_state_change of instance %s failed", self.instance_id)
-
-    def _resolve_first(self, failure: str | None) -> None:
-        if self._first_outcome is not None and not self._first_outcome.done():
-            self._first_outcome.set_result(failure)
 
     def _tail_suffix(self) -> str:
-        tail = self._stderr_tail.text()
-        return f"; stderr:\n{tail}" if tail else "; stderr was empty"
+        tail = self._stderr_tail.text().strip()
+        return f"; last stderr: {tail}" if tail else "; its stderr was empty"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

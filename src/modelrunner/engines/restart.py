@@ -1,28 +1,22 @@
-"""When to restart a crashed engine process, and when to give up (pure)."""
+"""The one retry policy of a model's life cycle (pure): the backoff between failed starts,
+and when identical crashes stop being retried. ``reconcile/lifecycle.py`` applies it;
+an engine process never restarts itself."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelrunner.engines.exits import SAME_CRASH_LIMIT
+
 
 @dataclass(frozen=True, slots=True)
-class RestartPolicy:
-    max_restarts: int = 5  # consecutive failed starts or crashes before the instance is failed
-    backoff_base: float = 1.0  # seconds before the first restart; doubled each time after
+class RetryPolicy:
+    backoff_base: float = 1.0  # seconds before the first retry; doubled each time after
     backoff_max: float = 60.0
-    stable_after: float = 120.0  # ready this long and the failure count starts again from 0
-    # Liveness while ready: a process that is alive but stops answering its health check
-    # (a hang, a deadlock, SIGSTOP) is killed and restarted like a crash.
-    health_interval: float = 10.0
-    health_timeout: float = 5.0
-    health_failures: int = 3  # consecutive failed checks before the process counts as hung
+    same_crash_limit: int = SAME_CRASH_LIMIT  # identical crashes in a row: a deterministic one
 
 
-def backoff_delay(failures: int, policy: RestartPolicy) -> float:
+def backoff_delay(failures: int, policy: RetryPolicy) -> float:
     """Seconds to wait before the next start after ``failures`` consecutive failures (>= 1)."""
     exponent = max(0, failures - 1)
     return min(policy.backoff_max, policy.backoff_base * 2.0 ** min(exponent, 32))
-
-
-def gives_up(failures: int, policy: RestartPolicy) -> bool:
-    return failures > policy.max_restarts

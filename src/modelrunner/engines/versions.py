@@ -28,12 +28,30 @@ _ASK: Final = (
 )
 
 
+# Packages some settings of an engine need in its interpreter, and which setting.
+OPTIONAL: Final[dict[EngineName, tuple[tuple[str, str], ...]]] = {
+    "vllm": (("ray", "vllm.distributed_executor_backend: ray"),),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class EngineInstall:
     name: EngineName
     version: str | None  # None when not installed
     python: str | None  # the interpreter it runs under
     problem: str | None = None  # why it is not usable, when it is not
+    # (package, version or None) of the engine's OPTIONAL packages
+    optional: tuple[tuple[str, str | None], ...] = ()
+
+
+def distribution_version(python: str, names: tuple[str, ...]) -> str | None:
+    """The version of the first of ``names`` installed for ``python`` (a subprocess).
+
+    Raises OSError or subprocess.TimeoutExpired when the interpreter cannot be run."""
+    done = subprocess.run(
+        [python, "-c", _ASK, *names], capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.stdout.strip() or None
 
 
 def _local_version(names: tuple[str, ...]) -> str | None:
@@ -59,20 +77,16 @@ def _probe(spec: EngineSpec, settings: Settings) -> EngineInstall:
             return EngineInstall(spec.name, None, python, f"missing {', '.join(missing)}")
         return EngineInstall(spec.name, version, python)
     try:
-        done = subprocess.run(
-            [python, "-c", _ASK, *spec.distributions],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
+        version = distribution_version(python, spec.distributions)
+        optional = tuple(
+            (name, distribution_version(python, (name,))) for name, _ in OPTIONAL.get(spec.name, ())
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return EngineInstall(spec.name, None, python, f"cannot run {python}: {exc}")
-    version = done.stdout.strip() or None
     if version is None:
         problem = f"{' or '.join(spec.distributions)} not installed for {python}"
-        return EngineInstall(spec.name, None, python, problem)
-    return EngineInstall(spec.name, version, python)
+        return EngineInstall(spec.name, None, python, problem, optional)
+    return EngineInstall(spec.name, version, python, optional=optional)
 
 
 def engine_installs(settings: Settings) -> list[EngineInstall]:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 
 from modelrunner.http.bodies import DmrModel, Health, Readiness
+from modelrunner.http.keys import KeyCheck
 from modelrunner.http.routing import dmr_models, readiness
 from modelrunner.http.upstream import Forwarder
 from modelrunner.manifest.problems import Problem
@@ -19,7 +20,9 @@ from modelrunner.status import ModelStatus, StatusSource
 TAGS: Final = ["Management"]
 
 
-def admin_handlers(fw: Forwarder, status: StatusSource) -> list[HTTPRouteHandler]:
+def admin_handlers(
+    fw: Forwarder, status: StatusSource, keys: KeyCheck | None = None
+) -> list[HTTPRouteHandler]:
     @get("/models", tags=TAGS)
     async def models() -> list[DmrModel]:
         """The served models in Docker Model Runner's shape."""
@@ -48,8 +51,16 @@ def admin_handlers(fw: Forwarder, status: StatusSource) -> list[HTTPRouteHandler
         opt={"public": True},
         responses={503: ResponseSpec(Readiness, description="Not ready: see not_ready")},
     )
-    async def readyz(model: str | None = None) -> Response[Readiness]:
-        """Ready when every manifest is applied and serving (or each of ``?model=a,b``)."""
+    async def readyz(
+        request: Request[Any, Any, Any], model: str | None = None
+    ) -> Response[Readiness]:
+        """Ready when every manifest is applied and serving (or each of ``?model=a,b``).
+        With API keys on, a caller without one gets only the overall answer: model
+        names and aliases are not for everyone."""
+        if keys is not None and not keys.accepts(request.headers.get("authorization")):
+            ready = status.is_ready(())
+            body = Readiness(ready=ready, models=[], not_ready=[])
+            return Response(body, status_code=200 if ready else 503)
         names = tuple(n.strip() for n in (model or "").split(",") if n.strip())
         ready = status.is_ready(names)
         body = readiness(status.snapshot(), names, ready)

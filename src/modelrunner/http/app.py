@@ -22,15 +22,26 @@ from litestar.types import Method
 
 from modelrunner import __version__
 from modelrunner.http.admin import admin_handlers
+from modelrunner.http.anthropic_routes import anthropic_handlers
+from modelrunner.http.engine_call import EngineCall
 from modelrunner.http.errors import exception_handler
 from modelrunner.http.fast_path import FastPath
+from modelrunner.http.inspector import Recorder
+from modelrunner.http.inspector_routes import inspector_handlers
 from modelrunner.http.keys import KeyCheck, check_settings
+from modelrunner.http.models_routes import ModelControl, management_handlers
+from modelrunner.http.ollama_routes import ollama_handlers
 from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.request_policy import RequestPolicy, RequestPolicyMiddleware
+from modelrunner.http.responses_routes import responses_handlers
+from modelrunner.http.translated_errors import per_api
+from modelrunner.http.translated_fast import TranslatedFastPath
 from modelrunner.http.upstream import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Registry
 from modelrunner.settings import Settings
 from modelrunner.status import StatusSource
+from modelrunner.store.store import Store
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -41,17 +52,30 @@ def create_app(
     status: StatusSource,
     metrics: Metrics,
     lifespan: Sequence[Lifespan] = (),
+    *,
+    store: Store | None = None,
+    control: ModelControl | None = None,
 ) -> Litestar:
     """The API server. Raises ``UsageError`` for settings it must not run with
-    (see ``keys.check_settings``)."""
+    (see ``keys.check_settings``). ``store`` is the reconciler's (its pins keep served
+    models from removal; default: one on ``settings.store_dir``); ``control`` unloads
+    models for ``POST /engines/unload``."""
     keys = KeyCheck(check_settings(settings))
     forwarder = Forwarder(registry, metrics)
+    if settings.record_requests > 0:
+        forwarder.recorder = Recorder(settings.record_requests, registry)
+    store = store or Store(settings.store_dir, settings.insecure_registries)
     fast = FastPath(forwarder, keys, settings.max_body_bytes)
+    # The Ollama and Anthropic APIs, translated to the OpenAI calls the engines serve.
+    calls = EngineCall(forwarder)
+    short = TranslatedFastPath(keys, settings.max_body_bytes)
+    translated = [*ollama_handlers(calls, status, store, short), *anthropic_handlers(calls, short)]
+    policy = RequestPolicy.of(settings.allowed_hosts, settings.cors_origins, keys.enabled)
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version"],
         )
         if settings.cors_origins
         else None
@@ -70,10 +94,19 @@ def create_app(
         ),
     )
     return Litestar(
-        route_handlers=[*openai_handlers(forwarder, fast), *admin_handlers(forwarder, status)],
+        route_handlers=[
+            *openai_handlers(forwarder, fast),
+            *admin_handlers(forwarder, status, keys),
+            *management_handlers(settings, registry, status, store, control),
+            *inspector_handlers(forwarder.recorder),
+            *responses_handlers(calls, forwarder.recorder),
+            *translated,
+        ],
         lifespan=[forwarder.lifespan, *lifespan],
+        # Every route, including ones added later, unless request_policy.EXEMPT lists it.
+        middleware=[lambda app: RequestPolicyMiddleware(app, policy)],
         guards=[_require_key(keys)] if keys.enabled else [],
-        exception_handlers={Exception: exception_handler},
+        exception_handlers={Exception: per_api(exception_handler)},
         cors_config=cors,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi,
@@ -88,10 +121,13 @@ def _require_key(
     def require_key(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
-        if handler.opt.get("public") or keys.accepts(connection.headers.get("authorization")):
+        headers = connection.headers
+        if handler.opt.get("public") or keys.accepts(
+            headers.get("authorization"), headers.get("x-api-key")
+        ):
             return
         raise NotAuthorizedException(
-            detail="Missing or wrong API key: send 'Authorization: Bearer <key>'",
+            detail="Missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key'",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from litestar import Request, Response
@@ -18,9 +18,14 @@ from litestar.exceptions import HTTPException, ValidationException
 from modelrunner.errors import (
     ModelRunnerError,
     ModelUnavailable,
+    Overloaded,
+    RequestTimedOut,
     UnknownModel,
     UpstreamFailed,
 )
+
+if TYPE_CHECKING:
+    from litestar.types import Send
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +83,20 @@ def problem(
     return Problem(status, ErrorBody(ErrorDetail(message, type_, param, code)), headers)
 
 
+def malformed_body(exc: RecursionError | UnicodeError, where: str) -> Problem:
+    """A JSON body the decoder gave up on outside its own error type: too deeply nested
+    for the stack, or text that is not UTF-8."""
+    reason = (
+        "JSON nested too deeply" if isinstance(exc, RecursionError) else "text is not valid UTF-8"
+    )
+    return problem(400, f"Invalid request body for {where}: {reason}")
+
+
 def from_exception(exc: BaseException, where: str) -> Problem:
     """The answer for any exception raised while serving ``where`` (e.g. ``POST /v1/models``)."""
+    if isinstance(exc, RecursionError | UnicodeError):
+        # Only body decoding recurses this deep or decodes client text; see malformed_body.
+        return malformed_body(exc, where)
     if isinstance(exc, UnknownModel):
         return problem(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, ModelUnavailable):
@@ -87,6 +104,11 @@ def from_exception(exc: BaseException, where: str) -> Problem:
         return problem(503, str(exc), code="model_unavailable", headers=(("retry-after", retry),))
     if isinstance(exc, UpstreamFailed):
         return problem(502, str(exc), code="upstream_failed")
+    if isinstance(exc, Overloaded):
+        retry = str(max(1, math.ceil(exc.retry_after)))
+        return problem(429, str(exc), headers=(("retry-after", retry),))
+    if isinstance(exc, RequestTimedOut):
+        return problem(504, str(exc), code="timeout")
     if isinstance(exc, ValidationException):
         return _validation(exc, where)
     if isinstance(exc, HTTPException):
@@ -202,6 +224,21 @@ def _detail_text(detail: Any) -> str:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+async def send_problem(send: Send, found: Problem, *, close: bool = False) -> None:
+    """Answer with ``found`` from plain ASGI code (middleware outside Litestar's handlers)."""
+    body = found.encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in found.headers),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    start: Any = {"type": "http.response.start", "status": found.status, "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def to_response(found: Problem) -> Response[bytes]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from modelrunner.http.bodies import AnyRequest
+from modelrunner.http.errors import malformed_body, send_problem
 from modelrunner.http.keys import KeyCheck
 from modelrunner.http.routing import unknown_engine_message
 from modelrunner.http.upstream import Forwarder
@@ -68,6 +69,11 @@ class _ShortWay:
             data = self._decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             data = None
+        except (RecursionError, UnicodeError) as exc:
+            # msgspec's own errors cover syntax and types; nesting deeper than the stack
+            # (and text it cannot decode) surface as these, which Litestar would 500 on.
+            await send_problem(send, malformed_body(exc, f"POST {scope['path']}"))
+            return
         if data is None or (segment is not None and unknown_engine_message(segment)):
             await self._app(scope, _replaying(body, receive), send)
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from modelrunner.errors import UsageError
+from modelrunner.http.connection_guard import HeaderCountLimit, Limits, guarded_protocol
 from modelrunner.settings import Settings
 
 if TYPE_CHECKING:
@@ -13,20 +14,27 @@ if TYPE_CHECKING:
     from litestar import Litestar
 
 
-def uvicorn_server(app: Litestar, settings: Settings, **options: Any) -> uvicorn.Server:
-    """A configured (not yet started) uvicorn server; ``options`` go to ``uvicorn.Config``."""
+def uvicorn_server(
+    app: Litestar, settings: Settings, *, parser: str = "auto", **options: Any
+) -> uvicorn.Server:
+    """A configured (not yet started) uvicorn server; ``parser`` picks uvicorn's HTTP
+    parser (auto: httptools when installed, else h11), guarded by ``connection_guard``'s
+    limits; ``options`` go to ``uvicorn.Config``."""
     try:
         import uvicorn
     except ImportError:
         raise UsageError("serving needs uvicorn: pip install 'uvicorn[standard]'") from None
+    limits = Limits(max_connections=settings.max_connections)
     options.setdefault("log_level", "info")
     options.setdefault("access_log", False)
     config = uvicorn.Config(
-        app,
+        HeaderCountLimit(app, limits.max_headers),
         host=settings.host,
         port=settings.port,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.drain_timeout),
+        http=guarded_protocol(parser, limits),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
         **options,
     )
     return uvicorn.Server(config)

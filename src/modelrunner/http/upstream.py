@@ -8,6 +8,11 @@ disconnects.
 
 Upstream failures become the project's own here: an instance that cannot be reached is
 ``ModelUnavailable`` (503, retry), one that fails while answering is ``UpstreamFailed`` (502).
+
+The model's ``limits`` apply here, as the registry entry carries them now (in place, no
+restart): its gate (``max_concurrent_requests``, a bounded FIFO queue, then 429) and its
+``request_timeout``, counted from arrival: past it the upstream request is cancelled and the
+answer is 504, or a final error event when the stream has begun.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import msgspec
 
-from modelrunner.errors import ModelRunnerError, ModelUnavailable, UpstreamFailed
+from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedOut, UpstreamFailed
 from modelrunner.http.errors import Problem, from_exception, from_upstream, problem
+from modelrunner.http.inspector import Recorder, abandon
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream_conn import CannotConnect, UpstreamError
 from modelrunner.http.upstream_pool import UpstreamPool, UpstreamResponse
@@ -51,6 +57,7 @@ class Forwarder:
         self.metrics = metrics
         self._pool: UpstreamPool | None = None
         self._client: httpx.AsyncClient | None = None
+        self.recorder: Recorder | None = None  # the request inspector, when it is on
 
     @asynccontextmanager
     async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
@@ -87,7 +94,17 @@ class Forwarder:
 class ProxyCall:
     """The ASGI answer to one proxied request."""
 
-    __slots__ = ("_body", "_fw", "_model", "_op", "_query", "_segment", "disconnected", "finished")
+    __slots__ = (
+        "_body",
+        "_deadline",
+        "_fw",
+        "_model",
+        "_op",
+        "_query",
+        "_segment",
+        "disconnected",
+        "finished",
+    )
 
     def __init__(
         self, fw: Forwarder, op: str, segment: str | None, model: str, body: bytes, query: str
@@ -100,24 +117,32 @@ class ProxyCall:
         self._query = query
         self.finished = False  # the last byte is being sent: a disconnect now is normal
         self.disconnected = False
+        self._deadline: float | None = None  # loop time past which request_timeout cuts it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fw = self._fw
         started = time.perf_counter()
         label = "unknown"  # never the requested name: clients must not create series
         status = 500
+        if fw.recorder is not None:
+            send = fw.recorder.watch(self._model, scope, self._body, send)
         try:
             model = fw.registry.lookup(self._model)
             label = model.name
             check_engine(model, self._segment, self._op)
-            with fw.registry.acquire(self._model) as (model, endpoint):
-                status = await self._guarded(model, endpoint, receive, send)
+            if model.request_timeout is not None:
+                self._deadline = asyncio.get_running_loop().time() + model.request_timeout
+            async with _limited(model, self._deadline):
+                with fw.registry.acquire(self._model) as (model, endpoint):
+                    status = await self._guarded(model, endpoint, receive, send)
         except ModelRunnerError as exc:
             found = from_exception(exc, f"POST /v1/{self._op}")
             status = found.status
             await self._send_problem(send, found)
         finally:
             fw.metrics.record_request(self._op, label, status, time.perf_counter() - started)
+            if fw.recorder is not None:
+                abandon(send)
 
     async def _guarded(
         self, model: ServedModel, endpoint: Endpoint, receive: Receive, send: Send
@@ -154,21 +179,24 @@ class ProxyCall:
         )
         target = f"/v1/{self._op}?{self._query}" if self._query else f"/v1/{self._op}"
         try:
-            response = await pool.post(endpoint.base_url, target, self._body)
+            async with _timeout(self._deadline, model, where):
+                response = await pool.post(endpoint.base_url, target, self._body)
         except CannotConnect as exc:
             raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
         except UpstreamError as exc:
             raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
         try:
             if response.status >= 400:
-                body = await self._read(response, where)
+                async with _timeout(self._deadline, model, where):
+                    body = await self._read(response, where)
                 found = from_upstream(response.status, body, where)
                 await self._send_problem(send, found)
                 return found.status
             content_type = response.content_type or "application/json"
             if content_type.startswith("text/event-stream"):
-                return await self._relay_stream(response, content_type, model.name, where, send)
-            body = await self._read(response, where)
+                return await self._relay_stream(response, content_type, model, where, send)
+            async with _timeout(self._deadline, model, where):
+                body = await self._read(response, where)
             await send(_start(response.status, content_type, len(body)))
             self.finished = True
             await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -178,19 +206,29 @@ class ProxyCall:
             response.close()
 
     async def _relay_stream(
-        self, response: UpstreamResponse, content_type: str, model: str, where: str, send: Send
+        self,
+        response: UpstreamResponse,
+        content_type: str,
+        model: ServedModel,
+        where: str,
+        send: Send,
     ) -> int:
         await send(_start(response.status, content_type, None, _STREAM_HEADERS))
         status = response.status
+        found: Problem | None = None
         try:
-            while (chunk := await response.chunk()) is not None:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if b'"usage"' in chunk:
-                    self._count_tokens(model, usage_of_sse(chunk))
+            async with _timeout(self._deadline, model, where):
+                while (chunk := await response.chunk()) is not None:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if b'"usage"' in chunk:
+                        self._count_tokens(model.name, usage_of_sse(chunk))
         except UpstreamError as exc:
             # The status line is gone: say it the way OpenAI streams say it.
             found = problem(502, f"The engine failed mid-stream on {where}: {exc}",
                             code="upstream_failed")  # fmt: skip
+        except RequestTimedOut as exc:
+            found = from_exception(exc, where)
+        if found is not None:
             error_event = b"data: " + found.encode() + b"\n\n"
             await send({"type": "http.response.body", "body": error_event, "more_body": True})
             status = found.status
@@ -215,6 +253,42 @@ class ProxyCall:
     def _count_tokens(self, model: str, usage: Usage | None) -> None:
         if usage is not None:
             self._fw.metrics.add_tokens(model, usage.prompt_tokens, usage.completion_tokens)
+
+
+@asynccontextmanager
+async def _limited(model: ServedModel, deadline: float | None) -> AsyncIterator[None]:
+    """Hold one of the model's slots (``max_concurrent_requests``) for the whole answer."""
+    gate = model.gate
+    if gate is None or gate.limit is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout_at(deadline):
+            slot = gate.slot(model.name)
+            await slot.__aenter__()
+    except TimeoutError:
+        raise RequestTimedOut(
+            f"The request for model '{model.name}' waited in its queue for longer than "
+            f"limits.request_timeout ({model.request_timeout:g}s)"
+        ) from None
+    try:
+        yield
+    finally:
+        await slot.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def _timeout(deadline: float | None, model: ServedModel, where: str) -> AsyncIterator[None]:
+    """``limits.request_timeout``: cancel what runs inside (the upstream request) at the
+    deadline and say so as RequestTimedOut (504)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            yield
+    except TimeoutError:
+        raise RequestTimedOut(
+            f"{where} ran longer than limits.request_timeout ({model.request_timeout:g}s); "
+            "the engine's request was cancelled"
+        ) from None
 
 
 class _LateWatch:

@@ -2,6 +2,7 @@
 
 - ``runtime_flags`` against the engine's allow-list;
 - ``model`` as an OCI reference, and a warning for floating tags;
+- vLLM's Ray backend: a placement (one host runs the server), no second RAY_ADDRESS;
 - across files: duplicate names and aliases that collide.
 """
 
@@ -53,6 +54,7 @@ def check_manifest(data: Mapping[str, Any]) -> list[Finding]:
                 ("aliases", aliases.index(name)), f"alias {name!r} repeats the model's own name"
             )
         )
+    findings += _ray_findings(data)
     model = data.get("model")
     well_formed = isinstance(model, str) and model and not any(c.isspace() for c in model)
     if well_formed and isinstance(model, str) and not reference.is_local_path(model):
@@ -72,6 +74,35 @@ def check_manifest(data: Mapping[str, Any]) -> list[Finding]:
                         rule="floating-tag",
                     )
                 )
+    return findings
+
+
+def _ray_findings(data: Mapping[str, Any]) -> list[Finding]:
+    """vLLM's Ray backend in a fleet: one host runs the server, and the address is a field."""
+    section = data.get("vllm")
+    if not isinstance(section, dict) or section.get("distributed_executor_backend") != "ray":
+        return []
+    findings = []
+    if "placement" not in data:
+        findings.append(
+            Finding(
+                ("vllm", "distributed_executor_backend"),
+                "a Ray-backed model without placement starts a vLLM server on every host that "
+                "syncs this folder; give it a placement that selects the Ray head host",
+                severity="warning",
+                rule="ray-placement",
+            )
+        )
+    env = data.get("env")
+    if isinstance(env, dict) and "RAY_ADDRESS" in env and "ray_address" in section:
+        findings.append(
+            Finding(
+                ("env", "RAY_ADDRESS"),
+                "vllm.ray_address sets RAY_ADDRESS; this value would be ignored",
+                rule="ray-address",
+                at_key=True,
+            )
+        )
     return findings
 
 

@@ -26,6 +26,26 @@ Duration = (
 )
 PullPolicy = Literal["always", "if-not-present", "never"]
 EnvName = Annotated[str, Meta(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# An existing Ray cluster's GCS address (host:port), or "auto" (the cluster of this node).
+RayAddress = Annotated[
+    str,
+    Meta(
+        max_length=256, pattern=r"^(auto|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5})$(?!\n)"
+    ),
+]
+# Kubernetes' label syntax, so node and pod labels can be used as they are. Python's `$`
+# also matches before a final newline, JSON Schema's does not: `(?!\n)` makes them agree.
+LABEL_KEY: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$(?!\n)"
+)
+LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$(?!\n)"
+LabelKey = Annotated[str, Meta(max_length=317, pattern=LABEL_KEY)]
+LabelValue = Annotated[str, Meta(max_length=63, pattern=LABEL_VALUE)]
+HostName = Annotated[
+    str,
+    Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$(?!\n)"),
+]
 IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_PART: Final = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _SECONDS_PER_UNIT: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -57,10 +77,15 @@ class VllmSettings(
     gpu_memory_utilization: Annotated[float, Meta(gt=0, le=1)] | None = None
     tensor_parallel_size: Annotated[int, Meta(ge=1, le=1024)] | None = None
     max_num_seqs: Annotated[int, Meta(ge=1, le=65536)] | None = None
+    pipeline_parallel_size: Annotated[int, Meta(ge=1, le=1024)] | None = None
+    distributed_executor_backend: Literal["mp", "ray"] | None = None
+    ray_address: RayAddress | None = None
 
     def __post_init__(self) -> None:
         if self.hf_overrides is not None:
             _check_identifier_keys(self.hf_overrides, "hf_overrides")
+        if self.ray_address is not None and self.distributed_executor_backend != "ray":
+            raise ValueError("ray_address needs distributed_executor_backend: ray")
 
 
 class DiffusersSettings(
@@ -85,6 +110,21 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     request_timeout: Duration | None = None
 
 
+class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Which hosts serve the model (see modelrunner.placement): both criteria must hold."""
+
+    hosts: Annotated[tuple[HostName, ...], Meta(min_length=1, max_length=1024)] | None = None
+    match_labels: (
+        Annotated[dict[LabelKey, LabelValue], Meta(min_length=1, max_length=64)] | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        if self.hosts is None and self.match_labels is None:
+            raise ValueError("placement needs hosts and/or match_labels")
+        if self.hosts is not None and len(set(self.hosts)) != len(self.hosts):
+            raise ValueError("placement.hosts must be unique")
+
+
 # frozen: a spec is a value; forbid_unknown_fields: a typo is an error, never ignored.
 class ModelManifest(
     msgspec.Struct,
@@ -107,6 +147,7 @@ class ModelManifest(
     preload: bool | None = None
     keep_alive: Duration | None = None
     limits: Limits | None = None
+    placement: Placement | None = None
     runtime_flags: Annotated[
         tuple[Annotated[str, Meta(min_length=1, max_length=256)], ...], Meta(max_length=64)
     ] = ()
@@ -139,17 +180,6 @@ class ModelManifest(
             return self.engine
         present = self.sections_present()
         return present[0] if present else None
-
-    @property
-    def settings(self) -> EngineSettings | None:
-        engine = self.declared_engine
-        if engine == "llama.cpp":
-            return self.llama_cpp
-        if engine == "vllm":
-            return self.vllm
-        if engine == "diffusers":
-            return self.diffusers
-        return None
 
     @property
     def served_names(self) -> tuple[str, ...]:

@@ -4,6 +4,10 @@
                keep_alive, preload, pull_policy
     restart    a new instance with the new settings replaces the old one
     re-pull    the artifact may differ: pull (as the pull policy says), then restart
+    placement  which hosts serve the model: no key of its own. On each host it decides
+               whether the model is desired there at all (reconcile/desired.py), so an
+               edit starts the model where it is newly placed and retires it, drained,
+               where it no longer is; a host that keeps the model does nothing
 
 Only the fields of a class go into its key (kopf's "essence"), so an alias edit leaves the
 restart key alone and never restarts a model.
@@ -18,7 +22,7 @@ import msgspec
 
 from modelrunner.manifest.spec import ModelManifest
 
-ChangeClass = Literal["identity", "in-place", "restart", "re-pull"]
+ChangeClass = Literal["identity", "in-place", "restart", "re-pull", "placement"]
 
 FIELD_CLASS: Final[dict[str, ChangeClass]] = {
     "api_version": "in-place",
@@ -29,6 +33,7 @@ FIELD_CLASS: Final[dict[str, ChangeClass]] = {
     "keep_alive": "in-place",
     "preload": "in-place",
     "pull_policy": "in-place",
+    "placement": "placement",
     "model": "re-pull",
     "engine": "restart",
     "context_size": "restart",

@@ -3,6 +3,7 @@ while the app runs, and drain and stop every engine when it shuts down."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,7 +25,11 @@ def reconcile_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        async with reconciler.running():
-            yield
+        try:
+            async with reconciler.running():
+                yield
+        finally:
+            # Every engine has stopped: no pin may outlive a clean stop.
+            await asyncio.to_thread(store.release_pins)
 
     return lifespan, reconciler

@@ -4,7 +4,8 @@ create    not running: pull (if an OCI reference), start, route to it
 replace   restart- or re-pull-class change: start the new instance, switch routing,
           drain the old one, stop it
 update    in-place change only: new aliases/limits on the running instance
-retire    no manifest any more: stop routing, drain, stop
+retire    no manifest any more, or its placement selects other hosts: stop routing,
+          drain, stop
 hold      the manifest file has errors: keep the last good state
 retry     unchanged, but the last attempt failed (retried on SIGHUP or resync)
 noop      nothing to do
@@ -47,12 +48,15 @@ def plan_one(
     *,
     held: bool = False,
     retry_failed: bool = False,
+    elsewhere: bool = False,
 ) -> Action:
     if held:
         return Action(name, "hold", reason="its manifest file has errors; last good state kept")
     if desired is None:
         if observed is None:
             return Action(name, "noop")
+        if elsewhere:
+            return Action(name, "retire", reason="its placement selects other hosts")
         return Action(name, "retire", reason="no manifest names it any more")
     if observed is None:
         return Action(name, "create", pull=True, reason="new manifest")
@@ -81,6 +85,7 @@ def plan(
             observed.get(name),
             held=name in state.held,
             retry_failed=retry_failed,
+            elsewhere=name in state.elsewhere,
         )
         for name in names
     )

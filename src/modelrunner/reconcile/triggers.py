@@ -1,9 +1,12 @@
 """What starts a reconcile pass: file events, a periodic resync, and SIGHUP.
 
 A trigger only says "look again"; bursts are coalesced into one pass after a short quiet
-period (debounce), and the pass re-reads the whole folder, so lost events, editor temp
-files, atomic renames and ConfigMap symlink swaps all converge. Resync and SIGHUP also
-retry models whose last attempt failed.
+period (debounce), but never later than ``MAX_DEBOUNCE`` after the first event, so a file
+written all the time cannot starve passes. The pass re-reads the whole folder, so lost
+events, editor temp files, atomic renames and ConfigMap symlink swaps all converge. Only
+events about what the loader reads count (manifest files and the ConfigMap ``..data``
+swap). The periodic resync runs its pass itself, not through the event queue; resync and
+SIGHUP also retry models whose last attempt failed.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from modelrunner.manifest.files import is_manifest_name
 
 if TYPE_CHECKING:
     from modelrunner.settings import Settings
@@ -22,31 +29,58 @@ log = logging.getLogger("modelrunner.reconcile")
 
 Pass = Callable[..., Awaitable[Any]]
 
+# A pass runs at most this long after the first event of a burst, whatever follows it.
+MAX_DEBOUNCE: Final = 1.0
+
+
+def wait_before_pass(now: float, first: float, last: float, quiet: float) -> float:
+    """Seconds until a pass is due: ``quiet`` after the last event, but no later than
+    ``MAX_DEBOUNCE`` (or ``quiet``, if longer) after the first one."""
+    due = min(last + quiet, first + max(quiet, MAX_DEBOUNCE))
+    return max(0.0, due - now)
+
+
+def is_relevant(path: str) -> bool:
+    """An event the loader can see: a manifest file, or a ConfigMap's ``..data`` swap."""
+    name = Path(path).name
+    return is_manifest_name(name) or name.startswith("..data")
+
 
 class Triggers:
-    def __init__(self, settings: Settings, reconcile: Pass) -> None:
+    def __init__(
+        self, settings: Settings, reconcile: Pass, on_sighup: Callable[[], None] | None = None
+    ) -> None:
         self.settings = settings
         self._reconcile = reconcile
+        self._on_sighup = on_sighup
         self._pending = asyncio.Event()
         self._retry = False
         self._stop = asyncio.Event()
+        self._last_event = 0.0
+        self._one_pass = asyncio.Lock()  # a pass never overlaps another
 
     def fire(self, *, retry_failed: bool = False) -> None:
         self._retry = self._retry or retry_failed
+        self._last_event = time.monotonic()
         self._pending.set()
 
     async def _passes(self) -> None:
         while True:
             await self._pending.wait()
-            # Debounce: wait for a quiet moment, so a burst of events makes one pass.
-            while True:
-                self._pending.clear()
-                await asyncio.sleep(self.settings.debounce)
-                if not self._pending.is_set():
-                    break
+            # Debounce: a burst of events makes one pass, at most MAX_DEBOUNCE late.
+            first = time.monotonic()
+            while wait := wait_before_pass(
+                time.monotonic(), first, self._last_event, self.settings.debounce
+            ):
+                await asyncio.sleep(wait)
+            self._pending.clear()
             retry, self._retry = self._retry, False
+            await self._run(retry_failed=retry)
+
+    async def _run(self, *, retry_failed: bool) -> None:
+        async with self._one_pass:
             try:
-                await self._reconcile(retry_failed=retry)
+                await self._reconcile(retry_failed=retry_failed)
             except Exception:
                 log.exception("reconcile pass failed; the next trigger tries again")
 
@@ -58,13 +92,15 @@ class Triggers:
             try:
                 async for _changes in watchfiles.awatch(
                     folder,
-                    watch_filter=None,  # level-based: any change means "look again"
+                    # Level-based: any relevant change means "look again"; other files
+                    # (hidden, editor temp files, heartbeats) never delay a pass.
+                    watch_filter=lambda _change, path: is_relevant(path),
                     force_polling=self.settings.poll,
                     poll_delay_ms=500,
                     debounce=50,
                     step=20,
                     stop_event=self._stop,
-                    recursive=True,
+                    recursive=False,  # the loader reads only the folder's own entries
                 ):
                     self.fire()
             except FileNotFoundError:
@@ -78,15 +114,21 @@ class Triggers:
                 self.fire()
 
     async def _resync(self) -> None:
+        # Its own pass, not an event: nothing queued before it can hold it back.
         while True:
             await asyncio.sleep(self.settings.resync_interval)
-            self.fire(retry_failed=True)
+            await self._run(retry_failed=True)
+
+    def _sighup(self) -> None:
+        if self._on_sighup is not None:
+            self._on_sighup()
+        self.fire(retry_failed=True)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Triggers]:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: self.fire(retry_failed=True))
+            loop.add_signal_handler(signal.SIGHUP, self._sighup)
         tasks = [
             asyncio.create_task(self._passes(), name="reconcile:passes"),
             asyncio.create_task(self._watch(), name="reconcile:watch"),

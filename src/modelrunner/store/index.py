@@ -67,10 +67,12 @@ class Index:
 
 
 @contextlib.contextmanager
-def store_lock(root: Path, exclusive: bool) -> Iterator[None]:
+def store_lock(root: Path, exclusive: bool, *, wait: bool = True) -> Iterator[None]:
+    """The store-wide lock; with ``wait=False``, BlockingIOError if someone holds it."""
     root.mkdir(parents=True, exist_ok=True)
     with (root / "store.lock").open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        fcntl.flock(f, mode if wait else mode | fcntl.LOCK_NB)
         try:
             yield
         finally:

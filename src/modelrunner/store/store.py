@@ -6,7 +6,7 @@ Layout under the root (``settings.store_dir``):
     index.json               tags: "registry/repository:tag" -> manifest digest
     bundles/<hex>/           per manifest: the files an engine loads (hard links to blobs)
     incoming/<hex>.partial   downloads in progress or broken off (resumed by the next pull)
-    pins/<pid>.json          manifest digests a running server is serving
+    pins/<owner>.json        manifest digests a running server serves (<owner>.lock held)
     store.lock, index.lock   flock files
 
 Every method is blocking and thread-safe; from asyncio use ``await store.pull_async(ref)``
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelrunner.errors import (
+    DigestMismatch,
     ModelInUse,
     ModelNotFound,
+    ModelRunnerError,
     RegistryUnavailable,
     StoreError,
     UsageError,
@@ -51,9 +54,12 @@ from modelrunner.store.blobs import BlobStore
 from modelrunner.store.index import Index, store_lock
 from modelrunner.store.pins import Pins
 from modelrunner.store.progress import NullProgress, Progress
+from modelrunner.store.verify import VerifiedRecord, check_blob
 
 if TYPE_CHECKING:
     from modelrunner.store.remote import RegistryClient
+
+log = logging.getLogger("modelrunner.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,7 @@ class Store:
         self.blobs = BlobStore(self.root)
         self.index = Index(self.root)
         self.pins = Pins(self.root)
+        self.verified = VerifiedRecord(self.root)
         self._inflight: dict[str, Future[ModelFiles]] = {}
         self._inflight_lock = threading.Lock()
 
@@ -201,6 +208,79 @@ class Store:
                     )
             return self._files(digest, manifest, config, where)
 
+    # ---- integrity --------------------------------------------------------------------
+
+    def check_intact(self, ref: str | Reference, *, force: bool = False) -> int:
+        """Re-hash every blob of a stored model whose file changed since it was last
+        verified (every blob with ``force``). Raises DigestMismatch naming the model, the
+        blob and its file; returns how many blobs were hashed."""
+        r = parse(ref) if isinstance(ref, str) else ref
+        where = r.familiar
+        with store_lock(self.root, exclusive=False):
+            digest = self._lookup(r)
+            if digest is None:
+                raise ModelNotFound(f"{where}: not in the local store {self.root}")
+            _, manifest, _ = self._load(digest, where)  # manifest and config: hashed on read
+            return sum(
+                check_blob(
+                    self.blobs.path(blob.digest),
+                    blob.digest,
+                    blob.size,
+                    self.verified,
+                    where,
+                    force=force,
+                )
+                for blob in manifest.layers
+            )
+
+    def files_to_load(
+        self, ref: str | Reference, pull_policy: str = "if-not-present", pull: bool = True
+    ) -> ModelFiles:
+        """The files of a model an engine is about to load, checked with ``check_intact``.
+        Resolved locally when ``pull_policy`` (``pull``: the reference may have moved)
+        allows, else pulled. A corrupted blob is fetched again unless the policy is
+        ``never``; then, or when that fails, DigestMismatch says which file is bad."""
+        r = parse(ref) if isinstance(ref, str) else ref
+        if pull_policy == "never":
+            files = self.resolve(r)
+            self.check_intact(r)
+            return files
+        corrupted: DigestMismatch | None = None
+        if (pull_policy == "if-not-present" or not pull) and self.has(r):
+            files = self.resolve(r)
+            try:
+                self.check_intact(r)
+                return files
+            except DigestMismatch as exc:
+                log.error("%s; fetching it again", exc)
+                corrupted = exc
+        try:
+            return self.pull(r)
+        except ModelRunnerError as exc:
+            if corrupted is None:
+                raise
+            raise DigestMismatch(f"{corrupted}; fetching it again failed: {exc}") from None
+
+    def verify(self, ref: str | Reference | None = None) -> list[tuple[str, str | None]]:
+        """``mr verify``: hash every blob of every model (or of ``ref``), whatever was
+        verified before. Returns (model, problem or None) per model."""
+        if ref is not None:
+            r = parse(ref) if isinstance(ref, str) else ref
+            refs = [r.familiar]
+        else:
+            refs = sorted({_familiar(k) for k in self.index.tags()})
+        results: list[tuple[str, str | None]] = []
+        for name in refs:
+            try:
+                self.check_intact(name, force=True)
+                results.append((name, None))
+            except ModelNotFound:
+                raise
+            except StoreError as exc:
+                log.error("%s", exc)
+                results.append((name, str(exc)))
+        return results
+
     # ---- pull -------------------------------------------------------------------------
 
     def pull(self, ref: str | Reference, progress: Progress | None = None) -> ModelFiles:
@@ -274,10 +354,17 @@ class Store:
     ) -> None:
         with self.blobs.lock(blob.digest):
             if self.blobs.has(blob.digest):
-                if not self.verify_existing or self.blobs.verify(blob.digest):
+                if not self.verify_existing:
                     return
-                progress.note(f"{where}: stored blob {blob.digest} is corrupted; fetching it again")
-                self.blobs.remove(blob.digest)
+                path = self.blobs.path(blob.digest)
+                try:
+                    check_blob(path, blob.digest, blob.size, self.verified, where)
+                    return
+                except StoreError:
+                    progress.note(
+                        f"{where}: stored blob {blob.digest} is corrupted; fetching it again"
+                    )
+                    self.blobs.remove(blob.digest)
             writer = self.blobs.writer(blob.digest, blob.size, where)
             label = f"{_short(blob.digest)} {blob.media_type.rsplit('.', 1)[-1]}"
             task = progress.task(label, blob.size, writer.offset)
@@ -416,11 +503,37 @@ class Store:
         return digest
 
     def pin(self, digest: str) -> None:
-        """Mark a model as served (``rm`` refuses to delete it without force)."""
+        """Mark a model as served: ``rm`` refuses it without force, and with force (like gc)
+        keeps its files until the last pin goes."""
         self.pins.pin(digest)
 
     def unpin(self, digest: str) -> None:
         self.pins.unpin(digest)
+        self._collect_removed(digest)
+
+    def release_pins(self) -> None:
+        """A clean stop: drop this process's pins, then the files only they kept."""
+        for digest in self.pins.release():
+            self._collect_removed(digest)
+
+    def removed_while_served(self, digest: str) -> bool:
+        """True for a pinned model no tag names any more (``mr rm --force`` while served):
+        its files stay until it is no longer served."""
+        return digest not in set(self.index.tags().values()) and self.blobs.has(digest)
+
+    def _collect_removed(self, digest: str) -> None:
+        """Delete what ``rm --force`` left of ``digest`` once nothing pins it."""
+        try:
+            if digest in set(self.index.tags().values()) or digest in self.pins.in_use():
+                return
+            if not bundle.bundle_dir(self.root, digest).exists() and not self.blobs.has(digest):
+                return
+            # Never wait (a server calls this from its event loop): if a pull or rm holds
+            # the store, the next rm or gc (mr df --gc) removes the files instead.
+            with store_lock(self.root, exclusive=True, wait=False):
+                self._collect(partials=False)
+        except (OSError, StoreError):
+            pass
 
     def remove(self, ref: str | Reference, force: bool = False) -> str:
         """Untag ``ref`` (every tag of the model when it names a digest); delete the model
@@ -437,7 +550,8 @@ class Store:
             if last and not force and digest in self.pins.in_use():
                 raise ModelInUse(
                     f"{where}: model {_short(digest)} is served by a running instance; "
-                    "stop it first or remove with --force"
+                    "stop it first, or remove with --force (its files are then kept until "
+                    "the instance stops)"
                 )
             with self.index.edit() as current:
                 for key in keys:
@@ -492,8 +606,9 @@ class Store:
     # ---- garbage collection and disk usage --------------------------------------------
 
     def _referenced(self) -> set[str]:
+        """Blobs a tag or a served model (a pin) reaches."""
         referenced: set[str] = set()
-        for digest in set(self.index.tags().values()):
+        for digest in set(self.index.tags().values()) | self.pins.in_use():
             referenced.add(digest)
             try:
                 manifest = parse_manifest(self.blobs.path(digest).read_bytes(), digest)
@@ -504,11 +619,12 @@ class Store:
 
     def _collect(self, partials: bool) -> GcReport:
         referenced = self._referenced()
-        live = set(self.index.tags().values())
+        live = set(self.index.tags().values()) | self.pins.in_use()
         removed = freed = 0
         for digest in self.blobs.digests():
             if digest not in referenced:
                 freed += self.blobs.remove(digest)
+                self.verified.forget(digest)
                 removed += 1
         bundles = 0
         for digest in bundle.known(self.root):
