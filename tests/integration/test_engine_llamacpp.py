@@ -308,6 +308,17 @@ def test_a_chunked_body_is_refused_and_the_connection_closed(smol: EngineProcess
     assert b"connection: close" in head
 
 
+def test_response_format_json_object_holds_the_answer_to_json(client: httpx.Client) -> None:
+    body = ask("Describe a cat.", max_tokens=80, temperature=0)
+    prose = client.post(CHAT, json=body).json()["choices"][0]["message"]["content"]
+    answer = client.post(CHAT, json={**body, "response_format": {"type": "json_object"}}).json()
+    text = answer["choices"][0]["message"]["content"]
+    assert not prose.lstrip().startswith("{")
+    assert text.lstrip().startswith("{"), text
+    if answer["choices"][0]["finish_reason"] == "stop":
+        assert isinstance(json.loads(text), dict)
+
+
 def test_completion(client: httpx.Client) -> None:
     reply = client.post(
         "/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}

@@ -137,6 +137,8 @@ def _bad(body: dict[str, Any]) -> RequestError:
         ({"stream": "yes"}, "stream", "stream must be true or false"),
         ({"stream_options": {"include_usage": True}}, "stream_options", "stream: true"),
         ({"stream": True, "stream_options": []}, "stream_options", "must be an object"),
+        ({"response_format": {"type": "yaml"}}, "response_format", "text or json_object"),
+        ({"response_format": "json"}, "response_format", "text or json_object"),
     ],
 )
 def test_bad_generation_fields_name_the_field(
@@ -170,6 +172,9 @@ def test_generation_fields() -> None:
     assert g.sampling.logit_bias == ((3, -100.0),)
     assert g.stream and g.include_usage
     assert parse_generation({}, 10, default_max_tokens=16).max_tokens == 16
+    json_object = parse_generation({"response_format": {"type": "json_object"}}, 10)
+    assert json_object.sampling.grammar is not None and "object" in json_object.sampling.grammar
+    assert parse_generation({"response_format": {"type": "text"}}, 10).sampling.grammar is None
     assert parse_generation({}, 10).max_tokens is None
 
 

@@ -7,7 +7,7 @@ since the same model should answer alike through either.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from modelrunner.engines.serving import RequestError
@@ -120,6 +120,24 @@ def parse_logit_bias(value: object, n_vocab: int) -> tuple[tuple[int, float], ..
     return tuple(bias)
 
 
+def parse_response_format(value: object) -> str | None:
+    """The grammar for ``response_format``: none for text, any JSON object for json_object."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        from modelrunner.engines.llamacpp_engine.grammars import JSON_OBJECT
+
+        return JSON_OBJECT
+    raise RequestError(
+        400,
+        f"response_format.type must be text or json_object, got {kind!r}",
+        "response_format",
+    )
+
+
 def parse_generation(
     body: Mapping[str, Any], n_vocab: int, default_max_tokens: int | None = None
 ) -> Generation:
@@ -157,6 +175,9 @@ def parse_generation(
                 400, "stream_options is only allowed with stream: true", "stream_options"
             )
         include_usage = boolean(options, "include_usage", False)
+    grammar = parse_response_format(body.get("response_format"))
+    if grammar is not None:
+        sampling = replace(sampling, grammar=grammar)
     return Generation(
         sampling=sampling,
         max_tokens=max_tokens,
