@@ -14,7 +14,7 @@ from modelrunner.engines.flags import ALLOWED_FLAGS, check_runtime_flags, engine
      ("llama.cpp", ["--type_k", "q4_K"], "must be one of"),  # not a KV cache type
      ("llama.cpp", ["--n_batch", "0"], "at least 1"),
      ("llama.cpp", ["--n_ubatch", "-5"], "at least 1"),
-     ("llama.cpp", ["--cache_size", "0"], "at least 1"),
+     ("llama.cpp", ["--max_queue", "-1"], "at least 0"),
      ("llama.cpp", ["--flash_attn", "maybe"], "true or false"),
      ("llama.cpp", ["--use_mmap=2"], "true or false"),
      ("llama.cpp", ["--seed", "4294967296"], "at most 4294967295"),
