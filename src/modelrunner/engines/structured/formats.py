@@ -51,6 +51,8 @@ def parse(fmt: ToolFormat, text: str) -> Parsed:
         content, calls = _PARSERS[fmt](text)
     except (_NotACall, ValueError, TypeError, AttributeError, RecursionError):
         return Parsed(text or None, ())
+    if not calls:  # the text as it was, markers and all
+        return Parsed(text or None, ())
     return Parsed(content or None, tuple(calls))
 
 

@@ -24,10 +24,10 @@ class Function:
 
     def as_tool(self) -> dict[str, Any]:
         """The OpenAI tool object templates expect (and the preamble lists)."""
-        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        function: dict[str, Any] = {"name": self.name}
         if self.description:
             function["description"] = self.description
-        return {"type": "function", "function": function}
+        return {"type": "function", "function": {**function, "parameters": self.parameters}}
 
 
 @dataclass(frozen=True)
