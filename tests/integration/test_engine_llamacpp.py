@@ -86,7 +86,12 @@ def test_two_concurrent_streams_both_complete(smol: EngineProcess) -> None:
 
     def one(i: int) -> None:
         prompt = ["Count to ten", "Name some colours"][i]
-        body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 32, "stream": True}
+        body = {
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 32,
+            "temperature": 0,
+            "stream": True,
+        }
         with httpx.stream("POST", smol.base_url + CHAT, json=body, timeout=120) as response:
             results[i] = sse_events(response) if response.status_code == 200 else []
 

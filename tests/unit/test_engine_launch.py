@@ -83,7 +83,7 @@ def test_llamacpp_runtime_flags_come_last_and_checked() -> None:
 @pytest.mark.parametrize(
     ("engine", "files", "flags", "message"),
     [
-        ("llama.cpp", GGUF, ["--chat_format", "../etc"], "path separator"),
+        ("llama.cpp", GGUF, ["--flash_attn", "../etc"], "path separator"),
         ("llama.cpp", GGUF, ["--n_batch", "--model"], "must be an integer"),
         ("llama.cpp", GGUF, ["--n_ctx", "9"], "context_size"),
         ("llama.cpp", GGUF, ["--lora_path", "x"], "not allowed"),

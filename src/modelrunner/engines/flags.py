@@ -16,7 +16,7 @@ from typing import Final, Literal
 FlagKind = Literal["switch", "int", "float", "word"]
 
 ALLOWED_FLAGS: Final[dict[str, dict[str, FlagKind]]] = {
-    # llama-cpp-python's server settings (python -m llama_cpp.server --help).
+    # modelrunner's llama.cpp engine (python -m modelrunner.engines.llamacpp_server --help).
     "llama.cpp": {
         "--n_batch": "int",
         "--n_ubatch": "int",
@@ -28,10 +28,7 @@ ALLOWED_FLAGS: Final[dict[str, dict[str, FlagKind]]] = {
         "--use_mlock": "word",
         "--type_k": "int",
         "--type_v": "int",
-        "--chat_format": "word",
-        "--cache": "word",
-        "--cache_size": "int",
-        "--logits_all": "word",
+        "--max_queue": "int",
         "--verbose": "word",
     },
     # vLLM's OpenAI server flags that are safe to pass through.

@@ -1,9 +1,8 @@
 """llama.cpp through llama-cpp-python: manifest -> launch of the project's own server.
 
-llama-cpp-python's bundled server needs the ``[server]`` extra (FastAPI, uvicorn...) and a new
-request cancels the running one unless told otherwise; :mod:`.llamacpp_server` is a small
-threaded server on the standard library that keeps ``parallel`` contexts, so concurrent
-requests all complete.
+llama-cpp-python's bundled server has no batching (and a new request cancels the running
+one unless told otherwise); :mod:`.llamacpp_server` runs the project's own engine
+(:mod:`.llamacpp_engine`): one context with ``parallel`` slots and continuous batching.
 """
 
 from __future__ import annotations
@@ -51,4 +50,5 @@ def build_launch(
             {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
         ),
         startup_timeout=120.0,
+        metrics_path="/metrics",
     )
