@@ -24,6 +24,16 @@ from modelrunner.engines.structured.tools import Function
 
 ToolFormat = Literal["hermes", "llama3", "mistral"]
 FORMATS: Final[tuple[ToolFormat, ...]] = ("hermes", "llama3", "mistral")
+# The texts that mark calls; a model may have them as special tokens, which the engine
+# must then render for the parsers to see them.
+MARKERS: Final = (
+    "<tool_call>",
+    "</tool_call>",
+    "[TOOL_CALLS]",
+    "[ARGS]",
+    "[CALL_ID]",
+    "<|python_tag|>",
+)
 # Parallel calls a grammar allows at most: a small model forced into a call may otherwise
 # repeat calls until max_tokens.
 MAX_FORCED_CALLS: Final = 4
