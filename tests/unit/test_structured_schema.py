@@ -13,6 +13,7 @@ import pytest
 from modelrunner.engines.structured.errors import InvalidRequest
 from modelrunner.engines.structured.formats import call_grammar
 from modelrunner.engines.structured.schema_grammar import (
+    JSON_CHAR,
     check_schema,
     integer_rule,
     number_rule,
@@ -228,3 +229,11 @@ def test_a_bad_tool_schema_names_the_tool() -> None:
     with pytest.raises(InvalidRequest) as caught:
         call_grammar("hermes", tools.functions, many=False)
     assert caught.value.param == "tools[0].function.parameters.minProperties"
+
+
+def test_strings_refuse_raw_control_characters() -> None:
+    rules = dict(
+        line.split(" ::= ", 1) for line in schema_to_gbnf({"type": "string"}, P).splitlines()
+    )
+    assert rules["char"] == JSON_CHAR
+    assert r"\x00-\x1F" in JSON_CHAR

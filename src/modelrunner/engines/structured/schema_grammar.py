@@ -42,6 +42,11 @@ FORMATS: Final = frozenset(
 # Repetition counts become nested rules; past these the grammar grows too large to be useful.
 MAX_REPEAT: Final = 512
 MAX_DIGITS: Final = 15  # as the converter's own integer rule
+# A character inside a JSON string: anything but a quote, a backslash or a control
+# character, or an escape.
+JSON_CHAR: Final = (
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+)
 
 
 def schema_to_gbnf(schema: Any, param: str) -> str:
@@ -332,9 +337,21 @@ def _same_width(a: str, b: str) -> list[str]:
 @functools.cache
 def _converter_class() -> Any:
     """llama-cpp-python's SchemaConverter, taught ranges and the empty schema (any value)."""
-    from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, SchemaConverter
+    from llama_cpp.llama_grammar import (
+        PRIMITIVE_RULES,
+        RESERVED_NAMES,
+        BuiltinRule,
+        SchemaConverter,
+    )
+
+    # The converter's string character lets raw control characters (a newline) through,
+    # which JSON forbids inside strings: the model wrote one and the answer did not parse.
+    json_char = BuiltinRule(JSON_CHAR, [])
 
     class RangeSchemaConverter(SchemaConverter):  # type: ignore[misc]
+        def _add_primitive(self, name: str, rule: Any) -> Any:
+            return super()._add_primitive(name, json_char if name == "char" else rule)
+
         def visit(self, schema: Schema, name: str) -> Any:
             rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
             kind = schema.get("type")
