@@ -45,7 +45,7 @@ MAX_DIGITS: Final = 15  # as the converter's own integer rule
 # A character inside a JSON string: anything but a quote, a backslash or a control
 # character, or an escape.
 JSON_CHAR: Final = (
-    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ' + " ".join(["[0-9a-fA-F]"] * 4) + ")"
 )
 
 
@@ -337,33 +337,36 @@ def _same_width(a: str, b: str) -> list[str]:
 @functools.cache
 def _converter_class() -> Any:
     """llama-cpp-python's SchemaConverter, taught ranges and the empty schema (any value)."""
-    from llama_cpp.llama_grammar import (
-        PRIMITIVE_RULES,
-        RESERVED_NAMES,
-        BuiltinRule,
-        SchemaConverter,
-    )
+    from llama_cpp import llama_grammar
+
+    PRIMITIVE_RULES: Any = llama_grammar.PRIMITIVE_RULES
+    RESERVED_NAMES: Any = llama_grammar.RESERVED_NAMES
+    SchemaConverter: Any = llama_grammar.SchemaConverter
 
     # The converter's string character lets raw control characters (a newline) through,
     # which JSON forbids inside strings: the model wrote one and the answer did not parse.
-    json_char = BuiltinRule(JSON_CHAR, [])
+    json_char = llama_grammar.BuiltinRule(JSON_CHAR, [])
 
-    class RangeSchemaConverter(SchemaConverter):  # type: ignore[misc]
-        def _add_primitive(self, name: str, rule: Any) -> Any:
-            return super()._add_primitive(name, json_char if name == "char" else rule)
+    # Built with type() so that the module type-checks whether llama_cpp is installed or not.
+    def add_primitive(self: Any, name: str, rule: Any) -> Any:
+        return SchemaConverter._add_primitive(self, name, json_char if name == "char" else rule)
 
-        def visit(self, schema: Schema, name: str) -> Any:
-            rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
-            kind = schema.get("type")
-            ranged = any(k in schema for k in BY_TYPE["integer"])
-            if kind in ("integer", "number") and ranged and not {"enum", "const"} & set(schema):
-                low, high = bounds(schema)
-                body = integer_rule(low, high) if kind == "integer" else number_rule(low, high)
-                return self._add_rule(rule_name, f"({body}) space")
-            if not schema:
-                return self._add_primitive(
-                    "root" if rule_name == "root" else "value", PRIMITIVE_RULES["value"]
-                )
-            return super().visit(schema, name)
+    def visit(self: Any, schema: Schema, name: str) -> Any:
+        rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+        kind = schema.get("type")
+        ranged = any(k in schema for k in BY_TYPE["integer"])
+        if kind in ("integer", "number") and ranged and not {"enum", "const"} & set(schema):
+            low, high = bounds(schema)
+            body = integer_rule(low, high) if kind == "integer" else number_rule(low, high)
+            return self._add_rule(rule_name, f"({body}) space")
+        if not schema:
+            return self._add_primitive(
+                "root" if rule_name == "root" else "value", PRIMITIVE_RULES["value"]
+            )
+        return SchemaConverter.visit(self, schema, name)
 
-    return RangeSchemaConverter
+    return type(
+        "RangeSchemaConverter",
+        (SchemaConverter,),
+        {"_add_primitive": add_primitive, "visit": visit},
+    )
