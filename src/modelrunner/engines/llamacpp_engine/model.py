@@ -200,6 +200,14 @@ class Batch:
         self.capacity = capacity
         self.raw = C.llama_batch_init(capacity, 0, 1)
         self.size = 0
+        # The arrays, fetched once: each struct field access builds a new ctypes object.
+        self._token = self.raw.token
+        self._pos = self.raw.pos
+        self._logits = self.raw.logits
+        self._seq = [self.raw.seq_id[i] for i in range(capacity)]
+        n_seq_id = self.raw.n_seq_id
+        for i in range(capacity):
+            n_seq_id[i] = 1
 
     def clear(self) -> None:
         self.size = 0
@@ -207,12 +215,10 @@ class Batch:
     def add(self, token: int, pos: int, seq: int, wants_logits: bool) -> int:
         """Append a token; returns its index in the batch."""
         i = self.size
-        raw = self.raw
-        raw.token[i] = token
-        raw.pos[i] = pos
-        raw.n_seq_id[i] = 1
-        raw.seq_id[i][0] = seq
-        raw.logits[i] = wants_logits
+        self._token[i] = token
+        self._pos[i] = pos
+        self._seq[i][0] = seq
+        self._logits[i] = wants_logits
         self.size = i + 1
         return i
 

@@ -270,11 +270,19 @@ class Scheduler:
         rest = slot.held + tail if flush else ""
         job = self._release(slot)
         usage = Usage(len(job.prompt), slot.completion_tokens, slot.cached_tokens)
-        job.emit(Finished(reason, usage, rest))
+        _last_word(job, Finished(reason, usage, rest))
 
     def _fail(self, slot: Slot, message: str) -> None:
         # The slot's cache may hold a half-decoded prompt: keep only what is known good.
         self.context.forget(slot.seq)
         slot.cached = []
         job = self._release(slot)
-        job.emit(Failed(message))
+        _last_word(job, Failed(message))
+
+
+def _last_word(job: Job, event: Finished | Failed) -> None:
+    """A job's end is told once; a receiver that fails then is only logged."""
+    try:
+        job.emit(event)
+    except Exception:
+        log.exception("could not deliver the end of a request")

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
@@ -36,6 +37,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # TCP_NODELAY: a token must not wait for the peer's ACK
     server: EngineHTTPServer
+    _check_at = 0.0  # when to look for a vanished client next
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -119,15 +121,20 @@ class Handler(BaseHTTPRequestHandler):
             self._collect(job, output)
 
     def _next(self, job: Job) -> Event | None:
-        """The job's next event, or None once the client has gone (the job is cancelled)."""
+        """The job's next event, or None once the client has gone (the job is cancelled).
+        The client is looked at every POLL_SECONDS, also while tokens keep coming."""
         while True:
-            try:
-                return job.events.get(timeout=POLL_SECONDS)
-            except queue.Empty:
+            now = time.monotonic()
+            if now >= self._check_at:
+                self._check_at = now + POLL_SECONDS
                 if self._client_gone():
                     self.server.engine.scheduler.cancel(job)
                     self.close_connection = True
                     return None
+            try:
+                return job.events.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
 
     def _client_gone(self) -> bool:
         try:
