@@ -1,6 +1,7 @@
 """What structured outputs and tools cost on the llama.cpp engine (SmolLM2-135M GGUF).
 
-One engine process (``python -m modelrunner.engines.llamacpp_server``, 1 slot), requests
+One engine process (``python -m modelrunner.engines.llamacpp_server``, 3 slots, so each
+first-token case keeps its prefix in a slot of its own), requests one at a time,
 alternating between the cases in the same run, medians of the rounds:
 
   decode tokens/s   streamed chat, 128 tokens at most, seeded: unconstrained against a
@@ -91,7 +92,7 @@ def smollm2() -> Path:
 def start_engine(gguf: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     argv = [sys.executable, "-m", "modelrunner.engines.llamacpp_server", "--model", str(gguf)]
-    argv += ["--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads), "--parallel", "1"]
+    argv += ["--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads), "--parallel", "3"]
     process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -190,7 +191,7 @@ def main() -> None:
         process.terminate()
         process.wait(30)
     base = statistics.median(rates["unconstrained"])
-    print(f"SmolLM2-135M Q4_1, {args.threads} thread(s), 1 slot, medians of {args.rounds} rounds")
+    print(f"SmolLM2-135M Q4_1, {args.threads} thread(s), 3 slots, medians of {args.rounds} rounds")
     print(f"{'decode':<28} {'tokens/s':>9} {'ratio':>7}")
     for case, values in rates.items():
         rate = statistics.median(values)

@@ -189,3 +189,46 @@ def test_auto_with_response_format_allows_a_call_or_the_answer(vocabulary: Vocab
         grammar, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
     )
     assert not vocabulary.accepts(grammar, "42")
+
+
+def test_checking_the_pick_first_chooses_as_filtering_first(vocabulary: Vocabulary) -> None:
+    """Greedy over random logits, along a JSON answer: the pick-then-check path of the
+    engine gives the token the full filter would, whether the favourite is allowed or not."""
+    import numpy as np
+
+    from modelrunner.engines.structured.grammar_sampling import TOKEN_DATA, sample_with_grammar
+
+    C = vocabulary.C
+    grammar_text = schema_to_gbnf(PET, "schema")
+    text = '{"name": "Tom", "kind": "cat", "age": 3, "kg": 4.5, "tags": ["grey"]}'
+    n = C.llama_vocab_n_tokens(vocabulary.vocab)
+    rng = np.random.default_rng(0)
+    fast = C.llama_sampler_init_grammar(vocabulary.vocab, grammar_text.encode(), b"root")
+    full = C.llama_sampler_init_grammar(vocabulary.vocab, grammar_text.encode(), b"root")
+    refused = 0
+    tokens = vocabulary.tokens(text)
+    try:
+        for position, token in enumerate(tokens):
+            C.llama_sampler_reset(fast)
+            C.llama_sampler_reset(full)
+            for done in tokens[:position]:  # both grammars follow the text up to here
+                C.llama_sampler_accept(fast, done)
+                C.llama_sampler_accept(full, done)
+            logits = rng.normal(0, 3, n).astype(np.float32)
+            if rng.random() < 0.5:
+                logits[token] += 30  # the favourite is the allowed next token
+            greedy = C.llama_sampler_init_greedy()
+            picked = sample_with_grammar(greedy, fast, logits)
+            C.llama_sampler_free(greedy)
+            buffer = np.zeros(n, dtype=TOKEN_DATA)
+            buffer["id"], buffer["logit"] = np.arange(n), logits
+            pointer = buffer.ctypes.data_as(ctypes.POINTER(C.llama_token_data))
+            C.llama_sampler_apply(
+                full, ctypes.byref(C.llama_token_data_array(pointer, n, -1, False))
+            )
+            assert picked == int(np.argmax(buffer["logit"]))
+            refused += int(np.argmax(logits)) != picked
+    finally:
+        C.llama_sampler_free(fast)
+        C.llama_sampler_free(full)
+    assert refused > 3  # the refused-favourite path ran too
