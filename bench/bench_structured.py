@@ -157,9 +157,10 @@ def first_tokens(client: httpx.Client, rounds: int) -> dict[str, list[float]]:
         "8 tools, required": {"tools": TOOLS, "tool_choice": "required"},
     }
     times: dict[str, list[float]] = {f"{c} ({w})": [] for c in cases for w in ("cold", "warm")}
-    for r in range(rounds):
-        for case, fields in cases.items():
-            for warmth in ("cold", "warm"):
+    # Cold rounds first, then warm ones: a cold prompt would take the slot of a warm one.
+    for warmth in ("cold", "warm"):
+        for r in range(rounds):
+            for case, fields in cases.items():
                 nonce = f"Session {os.getpid()}-{r}." if warmth == "cold" else "Session fixed."
                 body = {
                     "messages": [
