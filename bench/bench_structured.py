@@ -1,7 +1,7 @@
 """What structured outputs and tools cost on the llama.cpp engine (SmolLM2-135M GGUF).
 
-One engine process (``python -m modelrunner.engines.llamacpp_server``, 3 slots, so each
-first-token case keeps its prefix in a slot of its own), requests one at a time,
+One engine process (``python -m modelrunner.engines.llamacpp_server``, 1 slot), requests
+one at a time,
 alternating between the cases in the same run, medians of the rounds:
 
   decode tokens/s   streamed chat, 128 tokens at most, seeded: unconstrained against a
@@ -9,7 +9,8 @@ alternating between the cases in the same run, medians of the rounds:
                     from the first token to the last, so the prompt is left out
   first token       max_tokens 1: no tools against 8 tools (auto: the preamble lists them;
                     required: plus the forced-call grammar); "cold" requests begin with a
-                    unique system line (no prefix reuse), "warm" ones repeat (an agent loop)
+                    unique system line (no prefix reuse), "warm" ones are the same request
+                    again at once (an agent's loop: the prompt is still in its slot)
 
 Goal (issue 11): the grammar costs < 15% of tokens/s.
 Usage: python bench/bench_structured.py [--rounds N] [--threads N]
@@ -92,7 +93,7 @@ def smollm2() -> Path:
 def start_engine(gguf: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     argv = [sys.executable, "-m", "modelrunner.engines.llamacpp_server", "--model", str(gguf)]
-    argv += ["--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads), "--parallel", "3"]
+    argv += ["--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads), "--parallel", "1"]
     process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -157,11 +158,12 @@ def first_tokens(client: httpx.Client, rounds: int) -> dict[str, list[float]]:
         "8 tools, required": {"tools": TOOLS, "tool_choice": "required"},
     }
     times: dict[str, list[float]] = {f"{c} ({w})": [] for c in cases for w in ("cold", "warm")}
-    # Cold rounds first, then warm ones: a cold prompt would take the slot of a warm one.
-    for warmth in ("cold", "warm"):
-        for r in range(rounds):
-            for case, fields in cases.items():
-                nonce = f"Session {os.getpid()}-{r}." if warmth == "cold" else "Session fixed."
+    for r in range(rounds):
+        for case, fields in cases.items():
+            for warmth in ("cold", "warm"):
+                # Warm: the same request again right away, as in an agent's loop, so its
+                # prompt is still cached in the slot it used.
+                nonce = f"Session {os.getpid()}-{r}-{case}."
                 body = {
                     "messages": [
                         {"role": "system", "content": nonce},
@@ -192,7 +194,7 @@ def main() -> None:
         process.terminate()
         process.wait(30)
     base = statistics.median(rates["unconstrained"])
-    print(f"SmolLM2-135M Q4_1, {args.threads} thread(s), 3 slots, medians of {args.rounds} rounds")
+    print(f"SmolLM2-135M Q4_1, {args.threads} thread(s), 1 slot, medians of {args.rounds} rounds")
     print(f"{'decode':<28} {'tokens/s':>9} {'ratio':>7}")
     for case, values in rates.items():
         rate = statistics.median(values)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -350,3 +351,34 @@ def test_bad_fields_are_400s(client: OpenAI, fields: dict[str, Any], param: str)
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=ASK_WEATHER, **fields)
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == param
+
+
+def test_tool_call_and_logprobs_answers_follow_openais_schemas(server: Server) -> None:
+    """Raw HTTP, so nothing is hidden by the client's parsing: a forced call with logprobs,
+    plain and streamed, against the schemas extracted from OpenAI's OpenAPI document."""
+    from tests.integration.test_api_openai_shapes import check
+
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": ASK_WEATHER,
+        "tools": TOOLS,
+        "tool_choice": NAMED,
+        "logprobs": True,
+        "top_logprobs": 3,
+        "seed": 6,
+        "max_tokens": 200,
+    }
+    url = f"{server.url}/v1/chat/completions"
+    answer = httpx.post(url, json=body, timeout=120).json()
+    check(answer, "CreateChatCompletionResponse")
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    assert answer["choices"][0]["logprobs"]["content"]
+    chunks = []
+    with httpx.stream("POST", url, json={**body, "stream": True}, timeout=120) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    for chunk in chunks:
+        check(chunk, "CreateChatCompletionStreamResponse")
+    assert any(c["choices"][0]["delta"].get("tool_calls") for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
