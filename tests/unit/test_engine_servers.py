@@ -92,3 +92,8 @@ def test_error_body_is_openai_shaped() -> None:
         "error": {"message": "bad", "type": "invalid_request_error", "param": "n", "code": None}
     }
     assert error_body(500, "boom")["error"]["type"] == "server_error"
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(None, 1), (1, 1), (2, 1), (8, 7)])
+def test_default_threads_leave_a_core_to_the_relay(cpus: int | None, threads: int) -> None:
+    assert llamacpp_server.default_threads(cpus) == threads

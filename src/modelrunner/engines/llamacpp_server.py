@@ -43,6 +43,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def default_threads(cpus: int | None) -> int:
+    """All cores but one: the engine's HTTP threads and mr's relay of every token keep a
+    core of their own (measured in docs/design/engines.md); one core gets one thread."""
+    return max(1, (cpus or 1) - 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     for name in ("parallel", "n_ctx", "n_batch", "n_ubatch"):
@@ -53,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--max_queue must be 0 or more, got {args.max_queue}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    # llama.cpp's OpenMP threads otherwise spin after every decode, taking the cores the
+    # HTTP threads and mr's relay need; on a busy host that cost 10x and more (see
+    # docs/design/engines.md). Set before llama_cpp loads libgomp; a manifest's env wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from modelrunner.engines.llamacpp_engine.engine import Engine, EngineConfig
     from modelrunner.engines.llamacpp_engine.model import quiet_llama
     from modelrunner.engines.llamacpp_engine.server import serve
@@ -63,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=args.served_name or os.path.basename(args.model),
         context_size=args.n_ctx,
         parallel=args.parallel,
-        threads=args.n_threads,
+        threads=args.n_threads or default_threads(os.cpu_count()),
         n_batch=args.n_batch,
         n_ubatch=args.n_ubatch,
         n_gpu_layers=args.n_gpu_layers,

@@ -3,7 +3,6 @@ optional embedder; turns request bodies into scheduler jobs (the HTTP side runs 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ class EngineConfig:
     name: str
     context_size: int = 4096  # KV cache tokens of each slot
     parallel: int = 1  # slots: requests decoded together
-    threads: int | None = None
+    threads: int = 1
     n_batch: int = 512
     n_ubatch: int = 512
     n_gpu_layers: int = 0
@@ -45,12 +44,6 @@ class EngineConfig:
     max_queue: int = 64
 
 
-def default_threads() -> int:
-    """All cores but one for the model, so the HTTP threads (and mr's relay on the same
-    host) keep a core; one core hosts get one thread."""
-    return max(1, (os.cpu_count() or 1) - 1)
-
-
 class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -58,7 +51,7 @@ class Engine:
         self.model = Model(
             config.model_path, config.n_gpu_layers, config.use_mmap, config.use_mlock
         )
-        threads = config.threads or default_threads()
+        threads = config.threads
         slots = max(1, config.parallel)
         self.context = Context(
             self.model,
