@@ -187,3 +187,27 @@ def test_template_with_tools_but_no_calls_gets_calls_written_out() -> None:
         '[assistant]<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>' in prompt
     )
     assert "[user]<tool_response>\nsunny\n</tool_response>" in prompt
+
+
+@pytest.mark.parametrize(
+    ("calls", "param"),
+    [
+        ("call it", "messages[1].tool_calls"),
+        (
+            [{"id": "x", "type": "function", "function": "get_weather"}],
+            "messages[1].tool_calls[0].function",
+        ),
+        (
+            [{"id": "x", "type": "function", "function": {"arguments": "{}"}}],
+            "messages[1].tool_calls[0].function",
+        ),
+        ([7], "messages[1].tool_calls[0].function"),
+    ],
+)
+def test_malformed_history_calls_are_400s(calls: Any, param: str) -> None:
+    from modelrunner.engines.structured.errors import InvalidRequest
+
+    messages = [HISTORY[0], {"role": "assistant", "content": None, "tool_calls": calls}]
+    with pytest.raises(InvalidRequest) as caught:
+        template_input(messages, read_tools({"tools": [WEATHER]}), NO_TOOL_SUPPORT)
+    assert caught.value.param == param

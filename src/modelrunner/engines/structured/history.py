@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelrunner.engines.structured.errors import InvalidRequest
 from modelrunner.engines.structured.formats import ToolFormat
 from modelrunner.engines.structured.template import TemplateInfo
 from modelrunner.engines.structured.tools import ToolRequest
@@ -24,10 +25,11 @@ def template_input(
     """(messages, tools) to render the prompt with."""
     shaped: list[Message] = []
     results: set[int] = set()  # indices of the user turns that carry tool results
-    for message in messages:
+    for i, message in enumerate(messages):
         message = _legacy_call(message)
         role = message.get("role")
         if role == "assistant" and message.get("tool_calls"):
+            _check_calls(message["tool_calls"], f"messages[{i}].tool_calls")
             shaped.append(_calls(message, info))
         elif role in ("tool", "function") and not info.tool_role:
             _append_result(shaped, results, message)
@@ -95,13 +97,23 @@ def _legacy_call(message: Message) -> Message:
     return {**rest, "tool_calls": [{"id": "call_legacy", "type": "function", "function": call}]}
 
 
+def _check_calls(calls: Any, param: str) -> None:
+    """The history's calls as OpenAI defines them, so a template never meets garbage."""
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"{param} must be a list", param)
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            where = f"{param}[{j}].function"
+            raise InvalidRequest(f"{where} must be an object with a name", where)
+
+
 def _calls(message: Message, info: TemplateInfo) -> Message:
-    calls = [c.get("function", {}) for c in message["tool_calls"] if isinstance(c, dict)]
+    calls = [c["function"] for c in message["tool_calls"]]
     if info.tool_calls:
         shaped = [
-            {**c, "function": {**c.get("function", {}), "arguments": _arguments(c)}}
+            {**c, "function": {**c["function"], "arguments": _arguments(c)}}
             for c in message["tool_calls"]
-            if isinstance(c, dict)
         ]
         return {**message, "tool_calls": shaped}
     rest = {k: v for k, v in message.items() if k != "tool_calls"}
