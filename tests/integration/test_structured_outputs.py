@@ -219,6 +219,7 @@ def test_named_tool_choice_streams_a_valid_call(client: OpenAI) -> None:
         stream=True,
     )
     calls: dict[int, dict[str, str]] = {}
+    fragments = 0
     finish = None
     for chunk in stream:
         if not chunk.choices:
@@ -231,9 +232,11 @@ def test_named_tool_choice_streams_a_valid_call(client: OpenAI) -> None:
             if delta.function is not None:
                 slot["name"] += delta.function.name or ""
                 slot["arguments"] += delta.function.arguments or ""
+                fragments += bool(delta.function.arguments)
     assert finish == "tool_calls"
     assert list(calls) == [0] and calls[0]["id"] and calls[0]["name"] == "get_weather"
     check_call("get_weather", calls[0]["arguments"])
+    assert fragments > 3  # the arguments streamed as the model wrote them
 
 
 def test_required_tool_choice_calls_one_of_the_tools(client: OpenAI) -> None:

@@ -180,3 +180,63 @@ def test_mistral_ids_are_nine_alphanumerics() -> None:
     call_id = message["tool_calls"][0]["id"]
     assert len(call_id) == 9 and call_id.isalnum()
     assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {}
+
+
+FORCED_TEXTS: list[tuple[ToolFormat, str]] = [
+    (
+        "hermes",
+        '<tool_call>\n{"name": "get_weather", "arguments": '
+        '{"city": "Par}is \\" {", "n": [1, {"a": 2}]} }\n</tool_call>',
+    ),
+    (
+        "hermes",
+        '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
+    ),
+    (
+        "mistral",
+        '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Rome"}}, '
+        '{"name": "get_time", "arguments": {}}]',
+    ),
+    ("llama3", '{"name": "get_weather", "parameters": {"city": "Lima"}}'),
+]
+
+
+@pytest.mark.parametrize(("fmt", "text"), FORCED_TEXTS)
+@pytest.mark.parametrize("size", [1, 4, 1000])
+def test_forced_calls_stream_their_arguments_as_they_come(
+    fmt: ToolFormat, text: str, size: int
+) -> None:
+    output = ChatOutput(request(tool_choice="required"), fmt, numbered)
+    message, reason = output.message(text, "stop")
+    got, stream_reason, deltas = streamed(output, text, size)
+    assert stream_reason == reason == "tool_calls"
+    assert [c["name"] for c in got["calls"]] == [
+        c["function"]["name"] for c in message["tool_calls"]
+    ]
+    for streamed_call, call in zip(got["calls"], message["tool_calls"], strict=True):
+        assert json.loads(streamed_call["arguments"]) == json.loads(call["function"]["arguments"])
+    fragments = [d for d in deltas if "id" not in d["tool_calls"][0]]
+    if size == 1:
+        assert len(fragments) > 2 * len(got["calls"])  # arguments arrived in many pieces
+    assert got["content"] == ""
+
+
+def test_forced_call_cut_short_keeps_length() -> None:
+    output = ChatOutput(request(tool_choice="required"), "hermes", numbered)
+    got, reason, _ = streamed(
+        output, '<tool_call>\n{"name": "get_weather", "arguments": {"ci', 3, "length"
+    )
+    assert reason == "length"
+    assert got["calls"][0]["name"] == "get_weather"
+
+
+def test_forced_legacy_function_call_streams() -> None:
+    legacy = read_tools(
+        {"functions": [{"name": "get_weather"}], "function_call": {"name": "get_weather"}}
+    )
+    text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    got, reason, _ = streamed(ChatOutput(legacy, "hermes"), text, 2)
+    assert reason == "function_call"
+    assert got["legacy"]["name"] == "get_weather"
+    assert json.loads(got["legacy"]["arguments"]) == {"city": "Oslo"}

@@ -12,10 +12,13 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from modelrunner.engines.structured.formats import Call, Parsed, ToolFormat, parse
 from modelrunner.engines.structured.tools import ToolRequest
+
+if TYPE_CHECKING:
+    from modelrunner.engines.structured.forced_stream import ForcedCallStream
 
 Delta = dict[str, Any]
 START: Final[dict[ToolFormat, str]] = {
@@ -82,7 +85,11 @@ class ChatOutput:
     def _tool_call(self, call: Call) -> dict[str, Any]:
         return {"id": self._new_id(self.format), "type": "function", "function": _function(call)}
 
-    def stream(self) -> DeltaStream:
+    def stream(self) -> DeltaStream | ForcedCallStream:
+        if self.tools.forced:  # the grammar guarantees calls: their arguments can stream
+            from modelrunner.engines.structured.forced_stream import ForcedCallStream
+
+            return ForcedCallStream(self)
         return DeltaStream(self)
 
 
@@ -185,21 +192,26 @@ class DeltaStream:
     def _call_deltas(self, call: Call) -> list[Delta]:
         index = self._calls
         self._calls += 1
-        if self._output.tools.legacy:
-            return [
-                {"function_call": {"name": call.name, "arguments": ""}},
-                {"function_call": {"arguments": call.arguments}},
-            ]
-        head = {
-            "index": index,
-            "id": self._output._new_id(self._format),
-            "type": "function",
-            "function": {"name": call.name, "arguments": ""},
-        }
-        return [
-            {"tool_calls": [head]},
-            {"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]},
-        ]
+        legacy = self._output.tools.legacy
+        head = call_head(index, self._output._new_id(self._format), call.name, legacy)
+        return [head, call_arguments(index, call.arguments, legacy)]
+
+
+def call_head(index: int, call_id: str, name: str, legacy: bool) -> Delta:
+    """The first delta of a call: its index, id, type and name, no arguments yet."""
+    if legacy:
+        return {"function_call": {"name": name, "arguments": ""}}
+    function = {"name": name, "arguments": ""}
+    return {
+        "tool_calls": [{"index": index, "id": call_id, "type": "function", "function": function}]
+    }
+
+
+def call_arguments(index: int, fragment: str, legacy: bool) -> Delta:
+    """A piece of a call's arguments; the pieces of one call add up to its JSON object."""
+    if legacy:
+        return {"function_call": {"arguments": fragment}}
+    return {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
 
 
 def _function(call: Call) -> dict[str, str]:
