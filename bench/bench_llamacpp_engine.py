@@ -238,9 +238,14 @@ def row_concurrent(server: Server, count: int) -> dict[str, float]:
     }
 
 
+def unique() -> str:
+    """A prefix that no earlier round has cached (rounds must not reuse each other's KV)."""
+    return f"Request {time.perf_counter_ns()}."
+
+
 def long_prompt() -> list[dict[str, str]]:
     # about 1,500 tokens with SmolLM2's tokenizer (one per repeated word, plus the template)
-    return [{"role": "user", "content": "Summarise: " + "the robot paints " * 500}]
+    return [{"role": "user", "content": unique() + " Summarise: " + "the robot paints " * 500}]
 
 
 def row_long_prompt(server: Server) -> dict[str, float]:
@@ -272,7 +277,10 @@ def row_turns(server: Server) -> dict[str, float]:
     decoded: list[int] = []
     times: list[float] = []
     for turn in range(10):
-        messages.append({"role": "user", "content": f"Tell me fact number {turn + 1} about cats."})
+        opening = unique() + " " if turn == 0 else ""
+        messages.append(
+            {"role": "user", "content": f"{opening}Tell me fact number {turn + 1} about cats."}
+        )
         started = time.perf_counter()
         answer = httpx.post(
             server.url + "/v1/chat/completions",

@@ -259,6 +259,7 @@ def test_the_step_loop_survives_garbage_beside_running_streams(
         (CHAT, {"messages": [{"role": "user", "content": "word " * 600}]}),
         ("/v1/completions", {"prompt": [-5, 3]}),
         ("/v1/completions", {"prompt": {"a": 1}}),
+        ("/v1/completions", {"prompt": "x", "echo": True}),
         ("/v1/embeddings", {"input": [[]]}),
         ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}),
     ]
@@ -290,6 +291,21 @@ def test_keep_alive_across_streamed_and_plain_answers(smol: EngineProcess) -> No
                 assert c.post(CHAT, json=body).status_code == 200
             assert c.post(CHAT, json={"messages": []}).status_code == 400  # errors keep it too
             assert c.get("/health").status_code == 200
+
+
+def test_a_chunked_body_is_refused_and_the_connection_closed(smol: EngineProcess) -> None:
+    port = int(smol.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n"
+        )
+        answer = b""
+        while chunk := s.recv(65536):  # the server closes: recv ends with b""
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 411")
+    assert b"connection: close" in head
 
 
 def test_completion(client: httpx.Client) -> None:

@@ -128,6 +128,13 @@ class Engine:
                 "prompt must be a string or a list of token ids (one prompt per request)",
                 "prompt",
             )
+        for name, unsupported in (
+            ("echo", body.get("echo") not in (None, False)),
+            ("suffix", body.get("suffix") not in (None, "")),
+            ("best_of", body.get("best_of") not in (None, 1)),
+        ):
+            if unsupported:
+                raise RequestError(400, f"{name} is not supported by this engine", name)
         generation = parse_generation(body, self.model.n_vocab, COMPLETIONS_DEFAULT_MAX_TOKENS)
         return self._job(tokens, generation, "prompt"), CompletionOutput(self.name)
 

@@ -85,6 +85,9 @@ class Handler(BaseHTTPRequestHandler):
         self._run(job, output)
 
     def _read_json(self) -> dict[str, Any]:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True  # its body is not read: the connection is unusable
+            raise RequestError(411, "send the body with a Content-Length")
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
