@@ -64,6 +64,9 @@ class ChatOutput:
         }
 
     # -- a plain answer -------------------------------------------------------------------
+    def collect(self, delta: Delta) -> None:
+        """Each token of a plain (non-streamed) answer, before ``message`` (for logprobs)."""
+
     def message(self, text: str, finished: Finished) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -8,12 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelrunner.engines.llamacpp_engine.answers import ChatOutput, CompletionOutput
-from modelrunner.engines.llamacpp_engine.chat_template import (
-    CHATML,
-    ChatTemplate,
-    check_messages,
-    check_tools,
-)
+from modelrunner.engines.llamacpp_engine.chat_template import CHATML, ChatTemplate, check_messages
 from modelrunner.engines.llamacpp_engine.jobs import Job
 from modelrunner.engines.llamacpp_engine.metrics import EngineMetrics
 from modelrunner.engines.llamacpp_engine.model import Context, ContextSettings, Model
@@ -21,6 +16,7 @@ from modelrunner.engines.llamacpp_engine.params import Generation, parse_generat
 from modelrunner.engines.llamacpp_engine.sampling import DEFAULT_SEED, SamplerChain
 from modelrunner.engines.llamacpp_engine.scheduler import Scheduler
 from modelrunner.engines.serving import RequestError
+from modelrunner.engines.structured import engine_hook as structured
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
@@ -77,11 +73,9 @@ class Engine:
         if config.chat_template_file:
             with open(config.chat_template_file, encoding="utf-8") as f:
                 source = f.read()
-        self.template = ChatTemplate(
-            source or self.model.chat_template() or CHATML,
-            self.model.bos_text,
-            self.model.eos_text,
-        )
+        source = source or self.model.chat_template() or CHATML
+        self.template = ChatTemplate(source, self.model.bos_text, self.model.eos_text)
+        self.tool_support = structured.inspect(source, self.template)
         self.metrics = EngineMetrics(slots)
         self.scheduler = Scheduler(self.context, slots, config.max_queue, self.metrics)
         self.metrics.watch(self.scheduler.busy, self.scheduler.queued)
@@ -100,14 +94,19 @@ class Engine:
     # -- requests -> jobs -----------------------------------------------------------------
     def chat_job(self, body: Mapping[str, Any]) -> tuple[Job, ChatOutput]:
         messages = check_messages(body.get("messages"))
-        tools = check_tools(body.get("tools"))
-        generation = parse_generation(body, self.model.n_vocab)
-        prompt = self.template.render(messages, tools=tools)
+        # response_format, tools and logprobs: messages and tools shaped for the template,
+        # the request's grammar, and the answer hook that reads tool calls back.
+        chat = structured.plan(body, messages, self.tool_support)
+        generation = structured.with_plan(parse_generation(body, self.model.n_vocab), chat)
+        prompt = self.template.render(chat.messages, tools=chat.tools)
         tokens = self.model.tokenize(prompt, add_special=True, parse_special=True)
         bos = self.model.bos_text
         if len(tokens) > 1 and tokens[0] == tokens[1] and bos and prompt.startswith(bos):
             tokens = tokens[1:]  # the template wrote the BOS the tokenizer added again
-        return self._job(tokens, generation, "messages"), ChatOutput(self.name)
+        output = structured.StructuredChatOutput(
+            self.name, chat.output, self.model.piece, chat.logprobs
+        )
+        return self._job(tokens, generation, "messages"), output
 
     def completion_job(self, body: Mapping[str, Any]) -> tuple[Job, CompletionOutput]:
         prompt = body.get("prompt")

@@ -42,6 +42,7 @@ class Model:
         self.n_ctx_train: int = C.llama_model_n_ctx_train(ptr)
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._shown = self._tool_call_markers()
 
     def tokenize(
         self, text: str, add_special: bool = True, parse_special: bool = True
@@ -57,13 +58,22 @@ class Model:
         return list(buf[:n])
 
     def piece(self, token: int) -> bytes:
-        """The bytes of one token (special tokens render as nothing)."""
+        """The bytes of one token (special tokens render as nothing, but tool-call markers)."""
         cached = self._pieces.get(token)
         if cached is None:
-            n = C.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
+            shown = token in self._shown
+            n = C.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, shown)
             cached = self._piece_buf.raw[: max(n, 0)]
             self._pieces[token] = cached
         return cached
+
+    def _tool_call_markers(self) -> frozenset[int]:
+        """Special tokens that mark tool calls ([TOOL_CALLS], <|python_tag|>...): rendered
+        in the output, or the tool-call parsers could not find the calls."""
+        from modelrunner.engines.structured.formats import MARKERS
+
+        found = (self.tokenize(m, add_special=False, parse_special=True) for m in MARKERS)
+        return frozenset(tokens[0] for tokens in found if len(tokens) == 1)
 
     def token_text(self, token: int) -> str:
         """A token as written in templates (BOS, EOS...), special tokens included."""

@@ -16,6 +16,7 @@ import llama_cpp as C
 from modelrunner.engines.llamacpp_engine.model import Context, Model
 from modelrunner.engines.llamacpp_engine.params import Sampling
 from modelrunner.engines.serving import RequestError
+from modelrunner.engines.structured.grammar_sampling import sample_with_grammar
 
 DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "no seed given"
 
@@ -37,6 +38,7 @@ class SamplerChain:
         params = C.llama_sampler_chain_default_params()
         params.no_perf = True
         self.ptr: Any = C.llama_sampler_chain_init(params)
+        self.grammar: Any = None  # kept out of the chain: see structured.grammar_sampling
         try:
             self._build(model, sampling, server_seed)
         except BaseException:
@@ -62,7 +64,7 @@ class SamplerChain:
             grammar = C.llama_sampler_init_grammar(model.vocab, s.grammar.encode(), b"root")
             if not grammar:
                 raise RequestError(400, "the grammar does not parse (GBNF)", "grammar")
-            self._add(grammar)
+            self.grammar = grammar
         if s.temperature <= 0:
             self._add(C.llama_sampler_init_greedy())
             return
@@ -83,12 +85,17 @@ class SamplerChain:
     def sample(self, context: Context, index: int) -> int:
         """Pick the token for the batch's ``index``-th output and record it in the chain
         (penalties and grammar follow the text generated so far)."""
+        if self.grammar is not None:
+            return sample_with_grammar(self.ptr, self.grammar, context.logits(index))
         return int(C.llama_sampler_sample(self.ptr, context.ptr, index))
 
     def close(self) -> None:
         if self.ptr:
             C.llama_sampler_free(self.ptr)
             self.ptr = None
+        if self.grammar is not None:
+            C.llama_sampler_free(self.grammar)
+            self.grammar = None
 
 
 def logprobs_of(context: Context, index: int, token: int, k: int) -> SampledLogprobs:

@@ -154,6 +154,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if isinstance(event, Delta):
                 parts.append(event.text)
+                output.collect(event)
             elif isinstance(event, Finished):
                 parts.append(event.text)
                 self.send_json(200, output.message("".join(parts), event))
