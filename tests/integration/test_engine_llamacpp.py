@@ -218,6 +218,22 @@ def test_max_completion_tokens_and_usage_are_exact(client: httpx.Client) -> None
         assert answer["usage"]["total_tokens"] == answer["usage"]["prompt_tokens"] + 7
 
 
+def test_penalties_change_the_answer_and_never_fail(client: httpx.Client) -> None:
+    # A strong frequency penalty must steer a greedy answer away from repeating itself.
+    plain = ask("Repeat the word cat ten times.", temperature=0, max_tokens=24)
+    answers = []
+    for extra in (
+        {},
+        {"frequency_penalty": 2.0},
+        {"presence_penalty": 1.5},
+        {"repeat_penalty": 1.3},
+    ):
+        answer = client.post(CHAT, json={**plain, **extra})
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.json()["choices"][0]["message"]["content"])
+    assert answers[1] != answers[0]
+
+
 def test_a_disconnect_frees_the_slot(smol: EngineProcess) -> None:
     body = ask("Write a very long story about a cat.", max_tokens=400, logit_bias=NO_EOS)
     for streaming in (True, False):

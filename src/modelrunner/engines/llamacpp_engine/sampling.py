@@ -56,8 +56,13 @@ class SamplerChain:
             self._add(C.llama_sampler_init_logit_bias(model.n_vocab, len(s.logit_bias), entries))
         if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
             self._add(
+                # llama-cpp-python 0.3.36's llama.h takes the vocabulary size first.
                 C.llama_sampler_init_penalties(
-                    s.penalty_last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
+                    model.n_vocab,
+                    s.penalty_last_n,
+                    s.repeat_penalty,
+                    s.frequency_penalty,
+                    s.presence_penalty,
                 )
             )
         if s.grammar is not None:
