@@ -121,3 +121,11 @@ def test_engine_plain_text_404_is_wrapped() -> None:
     found = from_upstream(404, b"Not Found", WHERE)
     assert found.status == 404
     assert found.body.error.message == f"The engine rejected {WHERE} (HTTP 404): Not Found"
+
+
+def test_a_busy_engine_503_is_passed_on_with_retry_after() -> None:
+    body = b'{"error": {"message": "the queue is full", "type": "server_error"}}'
+    found = from_upstream(503, body, WHERE)
+    assert (found.status, found.body.error.code) == (503, "engine_busy")
+    assert ("Retry-After", "1") in found.headers
+    assert "the queue is full" in found.body.error.message

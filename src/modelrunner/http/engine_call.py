@@ -24,7 +24,7 @@ What it offers (a stable interface; other route modules build on it):
 - Errors are the project's own: ``UnknownModel`` (404), ``ModelUnavailable`` (503, with
   ``retry_after``; a model in standby is asked to load), ``UpstreamFailed`` (502, also raised
   mid-stream when the connection breaks or the engine sends an error event), and
-  ``EngineRejected`` (the engine's own 4xx, with its OpenAI-shaped ``problem``).
+  ``EngineRejected`` (the engine's own 4xx or busy 503, with its OpenAI-shaped ``problem``).
   ``problem_of(exc, where)`` turns any of them (or any other exception) into the
   OpenAI-shaped ``Problem`` (status, message), which each API then says in its own shape.
 
@@ -201,7 +201,7 @@ class EngineCall:
             finally:
                 response.close()
             found = from_upstream(response.status, raw, where)
-            if found.status >= 500:
+            if found.status >= 500 and found.status != 503:
                 raise UpstreamFailed(found.body.error.message)
             raise EngineRejected(found)
         return response

@@ -165,12 +165,21 @@ class _UpstreamError(msgspec.Struct):
 
 def from_upstream(status: int, body: bytes, where: str) -> Problem:
     """An engine answered ``status`` with ``body``: keep its OpenAI error when it sent one,
-    wrap anything else, and turn engine faults (5xx) into 502."""
+    wrap anything else, pass on a busy engine's 503 (with Retry-After) and turn its other
+    faults (5xx) into 502."""
     try:
         parsed: _UpstreamError | None = msgspec.json.decode(body, type=_UpstreamError)
     except (msgspec.DecodeError, msgspec.ValidationError):
         parsed = None
     message = _upstream_message(parsed, body)
+    if status == 503:
+        # The engine's request queue is full: a moment's wait helps, so say so as it did.
+        return problem(
+            503,
+            f"The engine is busy with {where}: {message}",
+            code="engine_busy",
+            headers=(("Retry-After", "1"),),
+        )
     if status >= 500:
         return problem(
             502, f"The engine failed on {where} (HTTP {status}): {message}", code="upstream_failed"
