@@ -1,10 +1,10 @@
 """How much memory a model needs before it starts, and how much a host may give (pure).
 
-    GGUF (llama.cpp)  slots x (weights' size + KV cache + compute buffers) + the process.
-                      KV cache = 2 (K and V) x layers x KV heads x head size x 2 bytes (f16)
-                      x context_size. Slots: ``llama.cpp.parallel`` (+1 with embeddings):
-                      engines/llamacpp_server.py loads one Llama per slot, and each one's
-                      mapping of the weights counts in the resident memory again
+    GGUF (llama.cpp)  weights' size + slots x KV cache + compute buffers per context + the
+                      process. KV cache = 2 (K and V) x layers x KV heads x head size x 2
+                      bytes (f16) x context_size. The engine loads the weights once and gives
+                      one context ``llama.cpp.parallel`` slots of context_size tokens each;
+                      with embeddings, a second context adds one slot's KV cache and compute
     vLLM              on a GPU host: gpu_memory_utilization (vLLM's default 0.9) of each of
                       the tensor x pipeline GPUs it takes on this host; without a GPU:
                       weights + VLLM_CPU_KVCACHE_SPACE + the engine process's overhead
@@ -37,7 +37,7 @@ DEFAULT_GPU_UTILIZATION: Final = 0.9  # vLLM's own default for --gpu-memory-util
 DEFAULT_LLAMA_CONTEXT: Final = 4096  # engines/llamacpp.py's default, Docker Model Runner's
 DEFAULT_VLLM_CPU_KV_GIB: Final = 4.0  # vLLM CPU's VLLM_CPU_KVCACHE_SPACE default
 F16_BYTES: Final = 2
-LLAMA_SLOT_COMPUTE: Final = 17 * MiB  # one llama.cpp context's compute buffers (n_ubatch 512)
+LLAMA_CONTEXT_COMPUTE: Final = 17 * MiB  # one llama.cpp context's compute buffers (n_ubatch 512)
 # The engine process besides weights and cache: interpreter, libraries.
 # Measured on this project's engines (docs/design/memory.md).
 PROCESS_OVERHEAD: Final[Mapping[str, int]] = {
@@ -163,21 +163,21 @@ def estimate(spec: ModelManifest, facts: ModelFacts | None, gpus: Iterable[int] 
         )
     section = spec.llama_cpp
     slots = section.parallel if section is not None and section.parallel else 1
+    contexts = 1
     if section is not None and section.embeddings:
-        slots += 1  # the embedding context beside the generating ones
+        slots, contexts = slots + 1, 2  # the embedding context beside the generating one
     context = llama_context(spec, facts)
     offloaded = section is not None and bool(section.n_gpu_layers) and bool(gpu_sizes)
     device: Device = "gpu" if offloaded else "ram"
     cache = facts.kv.bytes_per_token() * context if facts.kv is not None else 0
-    per_slot = facts.size + cache + LLAMA_SLOT_COMPUTE
+    compute = contexts * LLAMA_CONTEXT_COMPUTE
     unknown = "" if facts.kv is not None else " (KV cache unknown: no attention counts in the GGUF)"
     return Estimate(
-        slots * per_slot + overhead,
+        facts.size + slots * cache + compute + overhead,
         device,
-        f"{slots} slot{'s' if slots > 1 else ''} x (weights {format_bytes(facts.size)} "
-        f"+ KV cache {format_bytes(cache)} for {context} tokens "
-        f"+ compute {format_bytes(LLAMA_SLOT_COMPUTE)}) + process {format_bytes(overhead)}"
-        f"{unknown}",
+        f"weights {format_bytes(facts.size)} + {slots} slot{'s' if slots > 1 else ''} x KV "
+        f"cache {format_bytes(cache)} for {context} tokens + compute {format_bytes(compute)} "
+        f"+ process {format_bytes(overhead)}{unknown}",
     )
 
 

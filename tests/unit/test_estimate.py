@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from modelrunner.estimate import (
-    LLAMA_SLOT_COMPUTE,
+    LLAMA_CONTEXT_COMPUTE,
     PROCESS_OVERHEAD,
     Budget,
     Estimate,
@@ -95,7 +95,7 @@ def test_kv_bytes_per_token(shape: KvShape, per_token: int) -> None:
 
 
 GGUF = ModelFacts("gguf", 98 * MiB, SMOLLM2)
-W, C = 98 * MiB, LLAMA_SLOT_COMPUTE
+W, C = 98 * MiB, LLAMA_CONTEXT_COMPUTE
 
 
 @pytest.mark.parametrize(
@@ -103,12 +103,12 @@ W, C = 98 * MiB, LLAMA_SLOT_COMPUTE
     [
         # default context 4096, one slot
         ({}, GGUF, (), W + SMOLLM2_PER_TOKEN * 4096 + C + LLAMA, "ram"),
-        # context_size x parallel slots
+        # the weights once, a KV cache of context_size per slot, one context's compute
         (
             {"context_size": 2048, "llama.cpp": {"parallel": 4}},
             GGUF,
             (),
-            4 * (W + SMOLLM2_PER_TOKEN * 2048 + C) + LLAMA,
+            W + 4 * SMOLLM2_PER_TOKEN * 2048 + C + LLAMA,
             "ram",
         ),
         # the artifact's own context size when the manifest names none
@@ -121,12 +121,12 @@ W, C = 98 * MiB, LLAMA_SLOT_COMPUTE
         ),
         # GGUF without attention counts: weights and process only
         ({}, ModelFacts("gguf", 98 * MiB), (), W + C + LLAMA, "ram"),
-        # embeddings: one more context
+        # embeddings: one more context (its KV cache and compute), the weights still once
         (
             {"context_size": 1024, "llama.cpp": {"embeddings": True}},
             GGUF,
             (),
-            2 * (W + SMOLLM2_PER_TOKEN * 1024 + C) + LLAMA,
+            W + 2 * (SMOLLM2_PER_TOKEN * 1024 + C) + LLAMA,
             "ram",
         ),
         # offloaded layers on a GPU host count against the GPU
@@ -189,7 +189,7 @@ def test_estimate(
 def test_estimate_detail_names_the_parts() -> None:
     got = estimate(spec(context_size=2048, **{"llama.cpp": {"parallel": 2}}), GGUF)
     assert got.detail == (
-        "2 slots x (weights 98 MiB + KV cache 45 MiB for 2048 tokens + compute 17 MiB) "
+        "weights 98 MiB + 2 slots x KV cache 45 MiB for 2048 tokens + compute 17 MiB "
         "+ process 54 MiB"
     )
 
