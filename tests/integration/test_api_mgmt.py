@@ -308,11 +308,6 @@ def test_responses_json_object(served: Setup) -> None:
         assert answer.output_text.lstrip().startswith("{")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the llama.cpp engine ignores OpenAI's response_format json_schema (llama-cpp-python "
-    "constrains only its own {type: json_object, schema}); mr sends OpenAI's form",
-)
 def test_responses_json_schema(served: Setup) -> None:
     schema = {
         "type": "object",
