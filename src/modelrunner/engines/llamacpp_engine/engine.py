@@ -97,7 +97,9 @@ class Engine:
         # response_format, tools and logprobs: messages and tools shaped for the template,
         # the request's grammar, and the answer hook that reads tool calls back.
         chat = structured.plan(body, messages, self.tool_support)
-        generation = structured.with_plan(parse_generation(body, self.model.n_vocab), chat)
+        generation = structured.with_plan(
+            parse_generation(body, self.model.n_vocab, response_format=False), chat
+        )
         prompt = self.template.render(chat.messages, tools=chat.tools)
         tokens = self.model.tokenize(prompt, add_special=True, parse_special=True)
         bos = self.model.bos_text

@@ -139,9 +139,15 @@ def parse_response_format(value: object) -> str | None:
 
 
 def parse_generation(
-    body: Mapping[str, Any], n_vocab: int, default_max_tokens: int | None = None
+    body: Mapping[str, Any],
+    n_vocab: int,
+    default_max_tokens: int | None = None,
+    *,
+    response_format: bool = True,
 ) -> Generation:
-    """The generation settings of a chat or completions request.
+    """The generation settings of a chat or completions request. ``response_format``: read
+    it here (completions); chat requests have it read by ``structured.plan`` instead, which
+    also knows ``json_schema`` and tools.
 
     ``max_completion_tokens`` is OpenAI's current name for ``max_tokens``; it wins when both
     are given.
@@ -175,7 +181,7 @@ def parse_generation(
                 400, "stream_options is only allowed with stream: true", "stream_options"
             )
         include_usage = boolean(options, "include_usage", False)
-    grammar = parse_response_format(body.get("response_format"))
+    grammar = parse_response_format(body.get("response_format")) if response_format else None
     if grammar is not None:
         sampling = replace(sampling, grammar=grammar)
     return Generation(
