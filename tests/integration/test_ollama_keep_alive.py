@@ -42,6 +42,10 @@ def test_request_keep_alive_replaces_the_manifest_one(
     server.wait_for("smol to be ready", lambda: server.ready("smol"), timeout=180)
     client = ollama.Client(host=server.url, timeout=120)
 
+    with pytest.raises(ollama.ResponseError, match="keep_alive") as refused:
+        client.chat(model="smol", messages=PROMPT, options=ONE_TOKEN, keep_alive="soon")
+    assert refused.value.status_code == 400
+
     client.chat(model="smol", messages=PROMPT, options=ONE_TOKEN)
     left = expires_in(client, "smol")
     assert left is not None and left <= timedelta(minutes=10, seconds=5)  # the manifest's
