@@ -29,6 +29,9 @@ class Endpoint:
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)  # when the last request ended
     served: int = 0  # requests that ended
+    # A request's keep_alive (Ollama routes), seconds, replacing the manifest's for this
+    # instance from then on; a new instance (manifest change, reload) starts without it.
+    keep_alive: float | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:

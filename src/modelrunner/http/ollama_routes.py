@@ -29,6 +29,7 @@ from modelrunner.http.engine_call import EngineCall, EventStream, problem_of
 from modelrunner.http.ollama_models import FactsCache, ps_entry, show_answer, tags_entry
 from modelrunner.http.ollama_pull import pull_lines
 from modelrunner.http.ollama_shapes import (
+    KeepAlive,
     OllamaChatRequest,
     OllamaEmbeddingsRequest,
     OllamaEmbedRequest,
@@ -43,12 +44,15 @@ from modelrunner.http.ollama_translate import (
     embed_answer,
     generate_answer,
     generate_request,
+    keep_alive_seconds,
     timestamp,
 )
 from modelrunner.http.translated_answers import JsonAnswer, StreamAnswer
 from modelrunner.http.translated_fast import TranslatedFastPath
+from modelrunner.keep_alive import effective
 from modelrunner.manifest.spec import duration_seconds
 from modelrunner.reference import parse
+from modelrunner.registry import ServedModel
 from modelrunner.status import StatusSource
 from modelrunner.store.store import Store
 
@@ -133,12 +137,24 @@ def ollama_handlers(
             return bare
         return name
 
-    def load(name: str, answer: dict[str, Any]) -> JsonAnswer:
-        """Ollama loads the model for a request with nothing to answer."""
-        with registry.acquire(served_name(name)):
-            pass  # a model in standby is asked to load (503 + Retry-After meanwhile)
+    def keep_alive(served: str, value: KeepAlive | None) -> None:
+        """A request's keep_alive replaces the manifest's for the running instance."""
+        seconds = keep_alive_seconds(value)
+        endpoint = registry.lookup(served).endpoint
+        if seconds is not None and endpoint is not None:
+            endpoint.keep_alive = seconds
+
+    def load(name: str, answer: dict[str, Any], keep: KeepAlive | None) -> JsonAnswer:
+        """Ollama loads the model for a request with nothing to answer; with keep_alive 0
+        it unloads it (``ollama stop``)."""
+        served = served_name(name)
+        reason = "unload" if keep_alive_seconds(keep) == 0 else "load"
+        if reason == "load" or registry.lookup(served).endpoint is not None:
+            keep_alive(served, keep)  # (not loaded and keep_alive 0: nothing to do)
+            with registry.acquire(served):
+                pass  # a model in standby is asked to load (503 + Retry-After meanwhile)
         return _json({"model": name, "created_at": timestamp(), **answer, "done": True,
-                      "done_reason": "load"})  # fmt: skip
+                      "done_reason": reason})  # fmt: skip
 
     async def ndjson(
         stream: EventStream, translate: StreamTranslator
@@ -160,10 +176,17 @@ def ollama_handlers(
                 yield msgspec.json.encode(OllamaError(str(exc))) + b"\n"
 
     async def answer(
-        kind: str, op: str, name: str, body: dict[str, Any], stream: bool, warnings: list[str]
+        kind: str,
+        op: str,
+        name: str,
+        body: dict[str, Any],
+        stream: bool,
+        warnings: list[str],
+        keep: KeepAlive | None,
     ) -> ASGIApp:
         started = time.perf_counter()
         served = served_name(name)
+        keep_alive(served, keep)
         route = f"api/{kind}"
         if stream:
             events = await calls.stream(op, served, body, route=route)
@@ -191,13 +214,15 @@ def ollama_handlers(
         """The loaded models, and when keep_alive unloads each if no request comes."""
         known = {s.name: s for s in status.snapshot()}
         loaded = [m for m in registry.models() if m.endpoint is not None and m.name in known]
+
+        def keep(m: ServedModel) -> float:
+            manifest = duration_seconds(known[m.name].keep_alive, float("inf"))
+            return effective(manifest, m.endpoint.keep_alive if m.endpoint else None)
+
         found = await asyncio.to_thread(lambda: [facts.get(known[m.name]) for m in loaded])
         now_unix, now_mono = time.time(), time.monotonic()
         entries = [
-            ps_entry(
-                m, f, duration_seconds(known[m.name].keep_alive, float("inf")), now_unix, now_mono
-            )
-            for m, f in zip(loaded, found, strict=True)
+            ps_entry(m, f, keep(m), now_unix, now_mono) for m, f in zip(loaded, found, strict=True)
         ]
         return {"models": entries}
 
@@ -215,15 +240,19 @@ def ollama_handlers(
 
     async def chat_answer_for(data: OllamaChatRequest, _segment: str = "") -> ASGIApp:
         if not data.messages:
-            return load(data.model, {"message": {"role": "assistant", "content": ""}})
+            message = {"role": "assistant", "content": ""}
+            return load(data.model, {"message": message}, data.keep_alive)
         body, warnings = chat_request(data)
-        return await answer("chat", "chat/completions", data.model, body, data.stream, warnings)
+        return await answer(
+            "chat", "chat/completions", data.model, body, data.stream, warnings, data.keep_alive
+        )
 
     async def generate_answer_for(data: OllamaGenerateRequest, _segment: str = "") -> ASGIApp:
         op, body, warnings = generate_request(data)
         if not data.prompt:
-            return load(data.model, {"response": ""})
-        return await answer("generate", op, data.model, body, data.stream, warnings)
+            return load(data.model, {"response": ""}, data.keep_alive)
+        return await answer("generate", op, data.model, body, data.stream, warnings,
+                            data.keep_alive)  # fmt: skip
 
     @post("/api/chat", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS,
           middleware=[fast.middleware(OllamaChatRequest, chat_answer_for)])  # fmt: skip
@@ -245,17 +274,19 @@ def ollama_handlers(
         """Embeddings of one or more inputs."""
         started = time.perf_counter()
         inputs = [data.input] if isinstance(data.input, str) else data.input
-        done = await calls.complete(
-            "embeddings", served_name(data.model), {"input": inputs}, route="api/embed"
-        )
+        served = served_name(data.model)
+        keep_alive(served, data.keep_alive)
+        done = await calls.complete("embeddings", served, {"input": inputs}, route="api/embed")
         return embed_answer(done.body, data.model, started, time.perf_counter())
 
     @post("/api/embeddings", tags=TAGS, status_code=200, exception_handlers=HANDLERS,
           responses=ERRORS)  # fmt: skip
     async def embeddings(data: OllamaEmbeddingsRequest) -> dict[str, Any]:
         """The older single-prompt embedding call."""
+        served = served_name(data.model)
+        keep_alive(served, data.keep_alive)
         done = await calls.complete(
-            "embeddings", served_name(data.model), {"input": data.prompt}, route="api/embeddings"
+            "embeddings", served, {"input": data.prompt}, route="api/embeddings"
         )
         vectors = embed_answer(done.body, data.model, 0.0, 0.0)["embeddings"]
         return {"embedding": vectors[0] if vectors else []}

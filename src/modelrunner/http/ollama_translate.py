@@ -8,6 +8,8 @@ options it ignores are returned as warnings for the answer's ``Warning`` header.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -16,6 +18,7 @@ import msgspec
 
 from modelrunner.http.ollama_shapes import (
     Format,
+    KeepAlive,
     OllamaChatRequest,
     OllamaGenerateRequest,
     OllamaMessage,
@@ -26,6 +29,14 @@ _OPTION_NAMES: Final = frozenset(OllamaOptions.__struct_fields__)
 # Ollama option -> OpenAI field, where the names differ.
 _RENAMED: Final = {"num_predict": "max_tokens"}
 _NS: Final = 1_000_000_000
+# keep_alive: a plain number of seconds, or a Go duration (time.ParseDuration's syntax).
+_NUMBER: Final = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+_GO_DURATION_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION: Final = re.compile(
+    r"[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+"
+)
+_GO_UNIT_SECONDS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3,
+                           "s": 1.0, "m": 60.0, "h": 3600.0}  # fmt: skip
 
 
 class BadRequest(ValueError):
@@ -167,6 +178,34 @@ def generate_request(req: OllamaGenerateRequest) -> tuple[str, dict[str, Any], l
     if fmt is not None:
         body["response_format"] = fmt
     return "chat/completions", body, warnings
+
+
+def keep_alive_seconds(value: KeepAlive | None) -> float | None:
+    """A request's ``keep_alive`` in seconds, as Ollama reads it: a number of seconds or a
+    Go duration ("5m", "1h30m", "1.5h", "300ms"); 0 unloads after the request, a negative
+    value keeps the model loaded (``inf``). None when the request has none."""
+    if value is None:
+        return None
+    if isinstance(value, bool):  # JSON true/false is not a duration
+        raise BadRequest(f"Invalid keep_alive {value!r}: expected a duration", "keep_alive")
+    if isinstance(value, str):
+        text = value.strip()
+        if _NUMBER.fullmatch(text):
+            seconds = float(text)
+        elif text and _GO_DURATION.fullmatch(text):
+            sign = -1.0 if text.startswith("-") else 1.0
+            parts = _GO_DURATION_PART.findall(text)
+            seconds = sign * sum(float(n) * _GO_UNIT_SECONDS[u] for n, u in parts)
+        else:
+            raise BadRequest(
+                f'Invalid keep_alive {value!r}: expected a duration such as "5m", "30s" or -1',
+                "keep_alive",
+            )
+    else:
+        seconds = float(value)
+    if math.isnan(seconds):
+        raise BadRequest("Invalid keep_alive: not a number", "keep_alive")
+    return float("inf") if seconds < 0 or math.isinf(seconds) else seconds
 
 
 # -- answers ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from modelrunner import estimate, reference
 from modelrunner.engines.restart import RetryPolicy
 from modelrunner.errors import ModelRunnerError
+from modelrunner.keep_alive import effective, idle_limit
 from modelrunner.manifest.load import load_folder
 from modelrunner.manifest.problems import Problem
 from modelrunner.manifest.spec import duration_seconds
@@ -151,6 +152,9 @@ class Reconciler:
                 self.metrics.forget_model(name)
         else:
             self._status[name] = status
+            edited = previous is not None and previous.keep_alive != status.keep_alive
+            if edited and served is not None and served.endpoint is not None:
+                served.endpoint.keep_alive = None  # an edited manifest beats a request's
             if self.metrics is not None and (previous is None or previous.phase != status.phase):
                 self.metrics.instance_state(name, status.phase)
         if state.phase == "absent" and not worker.busy:
@@ -254,7 +258,10 @@ class Reconciler:
                     and endpoint is not None
                     and desired is not None
                 ):
-                    keep = duration_seconds(desired.spec.keep_alive, float("inf"))
+                    keep = effective(
+                        duration_seconds(desired.spec.keep_alive, float("inf")),
+                        endpoint.keep_alive,
+                    )
                     evictable = (
                         state.phase == "serving" and keep < float("inf") and not endpoint.in_flight
                     )
@@ -300,9 +307,8 @@ class Reconciler:
             desired = lc.applied(state)
             if desired is None:
                 continue
-            keep = duration_seconds(desired.spec.keep_alive, float("inf"))
-            if not endpoint.served:
-                keep = max(keep, _FIRST_REQUEST_GRACE)
+            manifest = duration_seconds(desired.spec.keep_alive, float("inf"))
+            keep = idle_limit(manifest, endpoint.keep_alive, endpoint.served, _FIRST_REQUEST_GRACE)
             if now - endpoint.last_used >= keep:
                 log.info("%s: idle longer than keep_alive; unloading", worker.name)
                 worker.send(lc.Idle())
