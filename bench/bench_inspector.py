@@ -5,7 +5,8 @@
 Against bench_proxy.py's stub engine (canned answers: it isolates mr's own cost), two mr
 processes: one with recording off (MR_RECORD_REQUESTS=0), one with the default (10 pairs
 per model). Rows 1-4: the same proxied completion (short and streamed, 16 chunks) through
-each, at concurrency 1 and 32. Rows 5-6: ``POST /v1/responses`` against
+each, at concurrency 1 and 32; rows 5-12 the same for Ollama's ``/api/chat`` and
+Anthropic's ``/v1/messages``. Then ``POST /v1/responses`` against
 ``POST /v1/chat/completions`` on the recording-off mr (the translation's cost), short and
 streamed, against the stub and against the product's llama.cpp engine on SmolLM2 (one
 context, one thread; skipped with ``--skip-llama``). Rounds alternate between the two
@@ -96,6 +97,22 @@ def run(seconds: float, repeat: int, gguf: Path | None) -> None:
                 raw_on = bp.raw_request(on, "/v1/completions", body)
                 a, b = _compare(off, raw_off, on, raw_on, conc, seconds, repeat)
                 print(_row(f"stub {kind:<8} {conc:>4}", a, b), flush=True)
+        # The translated routes, recorded by their own middleware and assemblers.
+        for path in ("/api/chat", "/v1/messages"):
+            for kind, stream in (("short", False), ("stream", True)):
+                tokens = bp.STREAM_CHUNKS if stream else 1
+                asked = {"model": "stub", "messages": [{"role": "user", "content": "Hello"}],
+                         "stream": stream, "max_tokens": tokens,
+                         "options": {"num_predict": tokens}}  # fmt: skip
+                if path == "/api/chat":
+                    del asked["max_tokens"]
+                else:
+                    del asked["options"]
+                for conc in (1, 32):
+                    raw_off = bp.raw_request(off, path, asked)
+                    raw_on = bp.raw_request(on, path, asked)
+                    a, b = _compare(off, raw_off, on, raw_on, conc, seconds, repeat)
+                    print(_row(f"{path[-8:]} {kind:<6} {conc:>4}", a, b), flush=True)
         print(f"{'':<22} | {'/v1/chat/completions':^25} | {'/v1/responses':^25} |")
         for name in upstreams:
             for kind, stream in (("short", False), ("stream", True)):

@@ -371,8 +371,18 @@ def test_followers_get_finished_pairs() -> None:
 
 
 # -- MR_RECORD_REQUESTS, through the whole app (no engine: a model still starting) -------
+@pytest.mark.parametrize(
+    ("path", "extra", "says"),
+    [
+        ("/v1/chat/completions", {}, lambda e: e["error"]["code"] == "model_unavailable"),
+        ("/api/chat", {}, lambda e: "smollm2" in e["error"]),  # Ollama's shape
+        ("/v1/messages", {"max_tokens": 4}, lambda e: e["error"]["type"] == "overloaded_error"),
+    ],
+)
 @pytest.mark.parametrize(("kept", "recorded"), [(0, 0), (2, 2)])
-def test_the_switch_and_the_bound_through_the_app(tmp_path: Any, kept: int, recorded: int) -> None:
+def test_the_switch_and_the_bound_through_the_app(
+    tmp_path: Any, kept: int, recorded: int, path: str, extra: dict[str, Any], says: Any
+) -> None:
     from litestar.testing import TestClient
 
     from modelrunner.http.app import create_app
@@ -383,16 +393,18 @@ def test_the_switch_and_the_bound_through_the_app(tmp_path: Any, kept: int, reco
     registry = _registry()
     settings = Settings(store_dir=tmp_path, record_requests=kept)
     app = create_app(settings, registry, RegistryStatus(registry), Metrics())
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]}
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], **extra}
     # A loopback Host: the request policy refuses TestClient's default "testserver.local".
     with TestClient(app, base_url="http://127.0.0.1") as client:
         for _ in range(3):
-            assert client.post("/v1/chat/completions", json=body).status_code == 503
+            assert client.post(path, json=body).status_code == 503
         listed = client.get("/engines/requests").json()
     assert sum(group["count"] for group in listed) == recorded
     if recorded:
-        assert listed[0]["records"][0]["status_code"] == 503
-        assert json.loads(listed[0]["records"][0]["error"])["error"]["code"] == "model_unavailable"
+        last = listed[0]["records"][-1]
+        assert (last["url"], last["status_code"], last["response"]) == (path, 503, None)
+        assert json.loads(last["request"]) == body
+        assert says(json.loads(last["error"]))
 
 
 def test_a_big_request_is_cut_once_answered() -> None:

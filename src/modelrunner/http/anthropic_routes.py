@@ -32,6 +32,9 @@ from modelrunner.http.anthropic_translate import (
     message_answer,
 )
 from modelrunner.http.engine_call import EngineCall, EventStream, problem_of
+from modelrunner.http.inspector import Recorder
+from modelrunner.http.inspector_assemble import AnthropicAssembler
+from modelrunner.http.inspector_translated import recording
 from modelrunner.http.openai_routes import EngineParam, checked_segment
 from modelrunner.http.translated_answers import JsonAnswer, StreamAnswer
 from modelrunner.http.translated_fast import TranslatedFastPath
@@ -111,7 +114,16 @@ async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncGene
             yield _sse([("error", msgspec.to_builtins(body))])
 
 
-def anthropic_handlers(calls: EngineCall, fast: TranslatedFastPath) -> list[HTTPRouteHandler]:
+def _assembler(content_type: bytes) -> AnthropicAssembler | None:
+    return AnthropicAssembler() if content_type.startswith(b"text/event-stream") else None
+
+
+def anthropic_handlers(
+    calls: EngineCall, fast: TranslatedFastPath, recorder: Recorder | None = None
+) -> list[HTTPRouteHandler]:
+    # The request inspector records each message call (see inspector_translated).
+    record = [] if recorder is None else [recording(recorder, _assembler, handle_error)]
+
     async def message_for(data: MessagesRequest, engine: str) -> ASGIApp:
         segment = checked_segment(engine)
         body = chat_request(data)
@@ -126,8 +138,10 @@ def anthropic_handlers(calls: EngineCall, fast: TranslatedFastPath) -> list[HTTP
         )
         return JsonAnswer(msgspec.json.encode(message_answer(answer.body, data.model)))
 
+    short = fast.middleware(MessagesRequest, message_for)
+
     @post(paths("messages"), tags=TAGS, status_code=200, exception_handlers=HANDLERS,
-          responses=ERRORS, middleware=[fast.middleware(MessagesRequest, message_for)])  # fmt: skip
+          responses=ERRORS, middleware=[*record, short])  # fmt: skip
     async def messages(data: MessagesRequest, engine: EngineParam = "") -> ASGIApp:
         """Create a message; server-sent events in Anthropic's sequence with ``"stream": true``."""
         return await message_for(data, engine)

@@ -69,7 +69,11 @@ def create_app(
     # The Ollama and Anthropic APIs, translated to the OpenAI calls the engines serve.
     calls = EngineCall(forwarder)
     short = TranslatedFastPath(keys, settings.max_body_bytes)
-    translated = [*ollama_handlers(calls, status, store, short), *anthropic_handlers(calls, short)]
+    recorder = forwarder.recorder
+    translated = [
+        *ollama_handlers(calls, status, store, short, recorder),
+        *anthropic_handlers(calls, short, recorder),
+    ]
     policy = RequestPolicy.of(settings.allowed_hosts, settings.cors_origins, keys.enabled)
     cors = (
         CORSConfig(

@@ -1,6 +1,7 @@
 """The request inspector: the last N request/answer pairs per model, kept in memory.
 
-``Recorder.watch`` wraps a proxied request's ASGI ``send``: it passes every message on
+``Recorder.watch`` wraps a proxied (or translated: ``inspector_translated``) request's
+ASGI ``send``: it passes every message on
 first and looks at it afterwards, so nothing is held back. A streamed answer is
 reassembled as it passes (``StreamAssembler``); a whole answer is kept as is. Bodies are
 turned into text (media shortened, cut at 64 KiB) only when someone reads them, except
@@ -20,9 +21,9 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
@@ -35,6 +36,24 @@ if TYPE_CHECKING:
     from modelrunner.registry import Registry
 
 _FOLLOW_BACKLOG: Final = 100  # pairs a slow follower may lag behind before it misses some
+
+
+class Assembler(Protocol):
+    """Reassembles one API's streamed answer as it passes (see ``inspector_assemble``)."""
+
+    error: Any
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def result(self) -> dict[str, Any] | None: ...
+
+
+# The assembler for an answer of this content type; None: the answer is kept as it is.
+AssemblerFor = Callable[[bytes], Assembler | None]
+
+
+def openai_assembler(content_type: bytes) -> Assembler | None:
+    return StreamAssembler() if content_type.startswith(b"text/event-stream") else None
 
 
 class RequestRecord(msgspec.Struct, kw_only=True):
@@ -177,9 +196,17 @@ class Recorder:
             return None
         return self.begin(model, method, path, user_agent, body)
 
-    def watch(self, requested: str, scope: Scope, body: bytes, send: Send) -> Send:
+    def watch(
+        self,
+        requested: str,
+        scope: Scope,
+        body: bytes,
+        send: Send,
+        assembler_for: AssemblerFor = openai_assembler,
+    ) -> Send:
         """``send`` recording the answer of a request for ``requested`` (a name or alias);
-        unchanged for a model no manifest serves."""
+        unchanged for a model no manifest serves. A streamed answer is reassembled by
+        the ``assembler_for`` its content type (default: OpenAI's server-sent events)."""
         user_agent = None
         for name, value in scope["headers"]:
             if name == b"user-agent":
@@ -187,7 +214,7 @@ class Recorder:
                 break
         method = str(scope.get("method", "POST"))
         entry = self.begin_for(requested, method, scope["path"], user_agent, body)
-        return send if entry is None else _Watch(self, entry, send)
+        return send if entry is None else _Watch(self, entry, send, assembler_for)
 
     def snapshot(self, model: str | None = None) -> list[ModelRecords]:
         """Every model's pairs, oldest first; or one model's (a name or alias)."""
@@ -223,13 +250,16 @@ class Recorder:
 class _Watch:
     """The recording ``send`` of one proxied request."""
 
-    __slots__ = ("_assembler", "_entry", "_parts", "_recorder", "_send", "_size")
+    __slots__ = ("_assembler", "_assembler_for", "_entry", "_parts", "_recorder", "_send", "_size")
 
-    def __init__(self, recorder: Recorder, entry: Entry, send: Send) -> None:
+    def __init__(
+        self, recorder: Recorder, entry: Entry, send: Send, assembler_for: AssemblerFor
+    ) -> None:
         self._recorder = recorder
         self._entry = entry
         self._send = send
-        self._assembler: StreamAssembler | None = None
+        self._assembler_for = assembler_for
+        self._assembler: Assembler | None = None
         self._parts: list[bytes] = []
         self._size = 0
 
@@ -240,9 +270,9 @@ class _Watch:
         if kind == "http.response.start":
             self._entry.status = seen["status"]
             for name, value in seen.get("headers", ()):
-                if name == b"content-type" and value.startswith(b"text/event-stream"):
-                    self._assembler = StreamAssembler()
-                    self._entry.stream = True
+                if name == b"content-type":
+                    self._assembler = self._assembler_for(value)
+                    self._entry.stream = self._assembler is not None
         elif kind == "http.response.body":
             chunk: bytes = seen.get("body", b"")
             if self._assembler is not None:
@@ -263,6 +293,12 @@ class _Watch:
         final = assembler.result()
         return b"" if final is None else msgspec.json.encode(final)
 
+    def failed(self, status: int, answer: bytes) -> None:
+        """The route failed before its answer started: keep the error it answers with."""
+        if self._entry.duration_ms is None and self._entry.status is None:
+            self._entry.finish(status, answer, complete=True)
+            self._recorder.done(self._entry)
+
     def abandoned(self) -> None:
         """The client left before the end: keep what passed."""
         if self._entry.duration_ms is None:
@@ -274,3 +310,10 @@ def abandon(send: Any) -> None:
     """Mark a watched request's answer as cut short (no-op for an unwatched ``send``)."""
     if isinstance(send, _Watch):
         send.abandoned()
+
+
+def fail(send: Any, status: int, answer: bytes) -> None:
+    """Record the error answer of a watched request that failed before its answer started
+    (no-op for an unwatched ``send``, or once the answer started)."""
+    if isinstance(send, _Watch):
+        send.failed(status, answer)

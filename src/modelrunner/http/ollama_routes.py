@@ -26,6 +26,9 @@ from modelrunner.errors import (
     UsageError,
 )
 from modelrunner.http.engine_call import EngineCall, EventStream, problem_of
+from modelrunner.http.inspector import Recorder
+from modelrunner.http.inspector_assemble import OllamaAssembler
+from modelrunner.http.inspector_translated import recording
 from modelrunner.http.ollama_models import FactsCache, ps_entry, show_answer, tags_entry
 from modelrunner.http.ollama_pull import pull_lines
 from modelrunner.http.ollama_shapes import (
@@ -119,8 +122,16 @@ def _warning(warnings: list[str]) -> dict[str, str]:
     return {"warning": ", ".join(f'299 modelrunner "{w}"' for w in warnings)}
 
 
+def _assembler(content_type: bytes) -> OllamaAssembler | None:
+    return OllamaAssembler() if content_type.startswith(NDJSON.encode()) else None
+
+
 def ollama_handlers(
-    calls: EngineCall, status: StatusSource, store: Store, fast: TranslatedFastPath
+    calls: EngineCall,
+    status: StatusSource,
+    store: Store,
+    fast: TranslatedFastPath,
+    recorder: Recorder | None = None,
 ) -> list[HTTPRouteHandler]:
     registry = calls.forwarder.registry
     facts = FactsCache(store)
@@ -136,6 +147,11 @@ def ollama_handlers(
             calls.resolve(bare)
             return bare
         return name
+
+    # The request inspector records the model calls (see inspector_translated).
+    record = (
+        [] if recorder is None else [recording(recorder, _assembler, handle_error, served_name)]
+    )
 
     def keep_alive(served: str, value: KeepAlive | None) -> None:
         """A request's keep_alive replaces the manifest's for the running instance."""
@@ -255,7 +271,7 @@ def ollama_handlers(
                             data.keep_alive)  # fmt: skip
 
     @post("/api/chat", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS,
-          middleware=[fast.middleware(OllamaChatRequest, chat_answer_for)])  # fmt: skip
+          middleware=[*record, fast.middleware(OllamaChatRequest, chat_answer_for)])  # fmt: skip
     async def chat(data: OllamaChatRequest) -> ASGIApp:
         """A chat turn; NDJSON lines unless ``"stream": false``."""
         return await chat_answer_for(data)
@@ -263,13 +279,14 @@ def ollama_handlers(
     short_generate = fast.middleware(OllamaGenerateRequest, generate_answer_for)
 
     @post("/api/generate", tags=TAGS, status_code=200, exception_handlers=HANDLERS,
-          responses=ERRORS, middleware=[short_generate])  # fmt: skip
+          responses=ERRORS, middleware=[*record, short_generate])  # fmt: skip
     async def generate(data: OllamaGenerateRequest) -> ASGIApp:
         """A completion of ``prompt`` (a chat turn unless ``raw``); NDJSON unless
         ``"stream": false``."""
         return await generate_answer_for(data)
 
-    @post("/api/embed", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS)
+    @post("/api/embed", tags=TAGS, status_code=200, exception_handlers=HANDLERS, responses=ERRORS,
+          middleware=record)  # fmt: skip
     async def embed(data: OllamaEmbedRequest) -> dict[str, Any]:
         """Embeddings of one or more inputs."""
         started = time.perf_counter()
@@ -280,7 +297,7 @@ def ollama_handlers(
         return embed_answer(done.body, data.model, started, time.perf_counter())
 
     @post("/api/embeddings", tags=TAGS, status_code=200, exception_handlers=HANDLERS,
-          responses=ERRORS)  # fmt: skip
+          responses=ERRORS, middleware=record)  # fmt: skip
     async def embeddings(data: OllamaEmbeddingsRequest) -> dict[str, Any]:
         """The older single-prompt embedding call."""
         served = served_name(data.model)
