@@ -61,7 +61,7 @@ class _ShortWay:
         if not self._eligible(scope):
             await self._app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return  # the client left while sending
         segment = scope["path_params"].get("engine") or None
@@ -75,7 +75,7 @@ class _ShortWay:
             await send_problem(send, malformed_body(exc, f"POST {scope['path']}"))
             return
         if data is None or (segment is not None and unknown_engine_message(segment)):
-            await self._app(scope, _replaying(body, receive), send)
+            await self._app(scope, replaying(body, receive), send)
             return
         query = scope["query_string"].decode("latin-1")
         call = self._fast.fw.call(self._op, segment, data.model, body, query)
@@ -96,7 +96,7 @@ class _ShortWay:
         return not fast.keys.enabled or fast.keys.accepts(authorization)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole request body; None if the client disconnected first."""
     pieces: list[bytes] = []
     while True:
@@ -108,7 +108,7 @@ async def _read_body(receive: Receive) -> bytes | None:
             return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
+def replaying(body: bytes, receive: Receive) -> Receive:
     """``receive`` that gives the already read body once, then the client's messages."""
     pending: list[ReceiveMessage] = [{"type": "http.request", "body": body, "more_body": False}]
 

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
+from modelrunner.http.fast_path import read_body, replaying
 from modelrunner.http.keys import KeyCheck
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
 T = TypeVar("T")
 # The route's answer (an ASGI app) to the decoded body and the path's engine segment ("").
@@ -60,13 +61,13 @@ class _ShortWay(Generic[T]):
         if not self._eligible(scope):
             await self._app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return  # the client left while sending
         try:
             data = self._decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            await self._app(scope, _replaying(body, receive), send)
+            await self._app(scope, replaying(body, receive), send)
             return
         answer = await self._answer(data, scope["path_params"].get("engine") or "")
         await answer(scope, receive, send)
@@ -85,25 +86,3 @@ class _ShortWay(Generic[T]):
         if not 0 <= length <= fast.max_body:
             return False
         return not fast.keys.enabled or fast.keys.accepts(authorization, x_api_key)
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body; None if the client disconnected first."""
-    pieces: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        pieces.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """``receive`` that gives the already read body once, then the client's messages."""
-    pending: list[ReceiveMessage] = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def replay() -> ReceiveMessage:
-        return pending.pop() if pending else await receive()
-
-    return replay
