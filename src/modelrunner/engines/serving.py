@@ -80,14 +80,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             raise RequestError(413, f"request body of {length} bytes is over {MAX_BODY}")
-        raw = self.rfile.read(length) if length else b"{}"
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise RequestError(400, f"request body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise RequestError(400, "request body must be a JSON object")
-        return body
+        return json_object(self.rfile.read(length) if length else b"{}")
 
     def send_json(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -172,3 +165,14 @@ def parse_bool(value: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object; anything else is a 400."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise RequestError(400, f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "request body must be a JSON object")
+    return body

@@ -25,7 +25,13 @@ from modelrunner.engines.llamacpp_engine.answers import ChatOutput
 from modelrunner.engines.llamacpp_engine.engine import Engine
 from modelrunner.engines.llamacpp_engine.jobs import Delta, Event, Failed, Finished, Job, QueueFull
 from modelrunner.engines.llamacpp_engine.metrics import CONTENT_TYPE
-from modelrunner.engines.serving import MAX_BODY, RequestError, error_body, model_list
+from modelrunner.engines.serving import (
+    MAX_BODY,
+    RequestError,
+    error_body,
+    json_object,
+    model_list,
+)
 
 log = logging.getLogger("modelrunner.llamacpp")
 
@@ -96,14 +102,7 @@ class Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY or length < 0:
             self.close_connection = True  # the body is not read: the connection is unusable
             raise RequestError(413, f"request body of {length} bytes is over {MAX_BODY}")
-        raw = self.rfile.read(length) if length else b"{}"
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise RequestError(400, f"request body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise RequestError(400, "request body must be a JSON object")
-        return body
+        return json_object(self.rfile.read(length) if length else b"{}")
 
     # -- running a job --------------------------------------------------------------------
     def _run(self, job: Job, output: ChatOutput) -> None:
