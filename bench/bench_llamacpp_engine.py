@@ -88,7 +88,7 @@ def engine_argv(kind: str, gguf: Path, port: int, threads: int | None, slots: in
     if kind == "llama-server":
         raise ValueError("llama-server has its own argv")
     script = (
-        ["-m", "modelrunner.engines.llamacpp_server"]
+        ["-m", "modelrunner.engines.llamacpp.main"]
         if kind == "engine"
         else [str(BENCH / "previous_llamacpp_server.py")]
     )

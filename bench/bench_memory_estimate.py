@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from modelrunner.engines.llamacpp import build_launch
+from modelrunner.engines.llamacpp.launch import build_launch
 from modelrunner.engines.memory import group_rss_bytes
 from modelrunner.engines.ports import free_port
 from modelrunner.estimate import MiB, estimate, model_facts

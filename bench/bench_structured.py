@@ -1,6 +1,6 @@
 """What structured outputs and tools cost on the llama.cpp engine (SmolLM2-135M GGUF).
 
-One engine process (``python -m modelrunner.engines.llamacpp_server``, 1 slot), requests
+One engine process (``python -m modelrunner.engines.llamacpp.main``, 1 slot), requests
 one at a time,
 alternating between the cases in the same run, medians of the rounds:
 
@@ -92,7 +92,7 @@ def smollm2() -> Path:
 
 def start_engine(gguf: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    argv = [sys.executable, "-m", "modelrunner.engines.llamacpp_server", "--model", str(gguf)]
+    argv = [sys.executable, "-m", "modelrunner.engines.llamacpp.main", "--model", str(gguf)]
     argv += ["--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads), "--parallel", "1"]
     process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -50,7 +50,7 @@ if has diffusers; then
   .venv/bin/pip install "${pip_quiet[@]}" "torch==$TORCH_VERSION"
 fi
 if has llama; then
-  build=(.venv/bin/python src/modelrunner/engines/llama_build.py)
+  build=(.venv/bin/python src/modelrunner/engines/llamacpp/build.py)
   cmake_args=${MR_LLAMA_CMAKE_ARGS:-$("${build[@]}" cmake-args --variant "$llama_variant")}
   key=$("${build[@]}" key --cmake-args "$cmake_args")
   wheels="${MR_WHEEL_CACHE:-.cache/wheels}/$key"

@@ -24,10 +24,11 @@ scripts/install.sh --dev
 printf '\n== engines, each run for real\n' >&2
 .venv/bin/mr engines --check
 
-printf '\n== ruff, mypy\n' >&2
+printf '\n== ruff, mypy, import contracts\n' >&2
 .venv/bin/ruff format --check src tests bench conftest.py
 .venv/bin/ruff check src tests bench conftest.py
 .venv/bin/mypy
+.venv/bin/lint-imports
 
 printf '\n== pytest\n' >&2
 set +e

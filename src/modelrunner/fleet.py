@@ -123,7 +123,7 @@ class FleetPlan:
 
 def unplaceable(spec: ModelManifest, host: FleetHost) -> str | None:
     """Why ``spec`` cannot run on ``host`` at all, whatever else runs there."""
-    from modelrunner.engines.vllm import width_problem
+    from modelrunner.engines.vllm.launch import width_problem
 
     return width_problem(spec, len(host.gpus))
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from modelrunner.errors import ModelUnavailable, UnknownModel
-from modelrunner.http.gate import Gate
+from modelrunner.gate import Gate
 
 
 @dataclass(eq=False)

@@ -402,7 +402,7 @@ def test_badly_typed_sampling_field_is_a_400(
 
 def test_log_file_captures_the_engine(smol: EngineProcess) -> None:
     text = smol.log_path.read_text()
-    assert "llamacpp_server" in text  # the start line with the command
+    assert "engines.llamacpp.main" in text  # the start line with the command
     assert "serving on http://127.0.0.1:" in text
 
 

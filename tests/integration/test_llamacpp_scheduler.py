@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from modelrunner.engines.llamacpp_engine.engine import Engine
-    from modelrunner.engines.llamacpp_engine.jobs import Job
+    from modelrunner.engines.llamacpp.engine import Engine
+    from modelrunner.engines.llamacpp.jobs import Job
 
 pytestmark = pytest.mark.engine
 BODY = {"messages": [{"role": "user", "content": "Count to five"}], "max_tokens": 24,
@@ -20,8 +20,8 @@ BODY = {"messages": [{"role": "user", "content": "Count to five"}], "max_tokens"
 
 @pytest.fixture(scope="module")
 def engine(smollm2_gguf: Path) -> Iterator[Engine]:
-    from modelrunner.engines.llamacpp_engine.engine import Engine, EngineConfig
-    from modelrunner.engines.llamacpp_engine.model import quiet_llama
+    from modelrunner.engines.llamacpp.engine import Engine, EngineConfig
+    from modelrunner.engines.llamacpp.model import quiet_llama
 
     quiet_llama(False)
     e = Engine(EngineConfig(str(smollm2_gguf), "smollm2", context_size=256, parallel=3))
@@ -32,7 +32,7 @@ def engine(smollm2_gguf: Path) -> Iterator[Engine]:
 
 def outcome(job: Job) -> Any:
     """The text a job generated, or the Failed event that ended it."""
-    from modelrunner.engines.llamacpp_engine.jobs import Delta, Finished
+    from modelrunner.engines.llamacpp.jobs import Delta, Finished
 
     parts = []
     while True:
@@ -46,7 +46,7 @@ def outcome(job: Job) -> Any:
 
 
 def test_the_step_loop_survives_a_request_that_raises(engine: Engine) -> None:
-    from modelrunner.engines.llamacpp_engine.jobs import Delta, Event, Failed, Job
+    from modelrunner.engines.llamacpp.jobs import Delta, Event, Failed, Job
 
     class Raising(Job):
         def emit(self, event: Event) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from modelrunner.engines.structured.formats import call_grammar
-from modelrunner.engines.structured.schema_grammar import schema_to_gbnf
-from modelrunner.engines.structured.tools import read_tools
+from modelrunner.engines.llamacpp.structured.formats import call_grammar
+from modelrunner.engines.llamacpp.structured.schema_grammar import schema_to_gbnf
+from modelrunner.engines.llamacpp.structured.tools import read_tools
 
 
 class Vocabulary:
@@ -196,7 +196,10 @@ def test_checking_the_pick_first_chooses_as_filtering_first(vocabulary: Vocabula
     engine gives the token the full filter would, whether the favourite is allowed or not."""
     import numpy as np
 
-    from modelrunner.engines.structured.grammar_sampling import TOKEN_DATA, sample_with_grammar
+    from modelrunner.engines.llamacpp.structured.grammar_sampling import (
+        TOKEN_DATA,
+        sample_with_grammar,
+    )
 
     C = vocabulary.C
     grammar_text = schema_to_gbnf(PET, "schema")

@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from modelrunner.http.anthropic_shapes import CountTokensRequest, MessagesRequest
-from modelrunner.http.anthropic_translate import (
+from modelrunner.http.anthropic.shapes import CountTokensRequest, MessagesRequest
+from modelrunner.http.anthropic.translate import (
     InvalidMessages,
     StreamTranslator,
     chat_request,

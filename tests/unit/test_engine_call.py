@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrunner.http.engine_call import split_events
+from modelrunner.http.translated.engine_call import split_events
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from modelrunner.errors import ModelUnavailable, UnknownModel, UpstreamFailed
-from modelrunner.http.engine_call import EngineCall, EngineRejected
-from modelrunner.http.upstream import Forwarder
+from modelrunner.http.translated.engine_call import EngineCall, EngineRejected
+from modelrunner.http.upstream.forwarder import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Endpoint, Registry, ServedModel
 from tests.unit.test_upstream_pool import Engine, Handler, answering, scripted

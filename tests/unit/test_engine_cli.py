@@ -58,7 +58,7 @@ def test_the_installed_llama_cpp_build_is_portable() -> None:
     # builds x86-64-v3 unless told otherwise. The build reports what it compiled in.
     import platform
 
-    from modelrunner.engines import llama_build
+    from modelrunner.engines.llamacpp import build as llama_build
 
     if platform.machine() != "x86_64":
         pytest.skip("the x86-64-v3 baseline applies to x86_64 hosts")

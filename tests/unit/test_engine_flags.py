@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrunner.engines.flags import ALLOWED_FLAGS, check_runtime_flags, engine_flags
+from modelrunner.manifest.runtime_flags import ALLOWED_FLAGS, check_runtime_flags, engine_flags
 
 
 @pytest.mark.parametrize(

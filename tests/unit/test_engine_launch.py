@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from modelrunner.engines import EngineName
 from modelrunner.engines.catalog import CATALOG
 from modelrunner.engines.launch import check_format
 from modelrunner.errors import EngineError
+from modelrunner.manifest.engines import EngineName
 from modelrunner.manifest.spec import ModelManifest
 from modelrunner.model_files import ModelFiles
 from modelrunner.settings import Settings
@@ -60,7 +60,7 @@ def test_llamacpp_flags(
     fields: dict[str, Any], files: ModelFiles, expected: dict[str, Any]
 ) -> None:
     argv = argv_of("llama.cpp", manifest(**fields), files)
-    assert argv[:3] == [PY, "-m", "modelrunner.engines.llamacpp_server"]
+    assert argv[:3] == [PY, "-m", "modelrunner.engines.llamacpp.main"]
     assert flag(argv, "--model") == str(files.path)
     assert flag(argv, "--port") == "4000"
     assert flag(argv, "--host") == "127.0.0.1"
@@ -141,7 +141,7 @@ def test_diffusers_argv() -> None:
     )
     launch = CATALOG["diffusers"].build(m, DDUF, 4200, SETTINGS, PY)
     argv = list(launch.argv)
-    assert argv[:3] == [PY, "-m", "modelrunner.engines.diffusers_server"]
+    assert argv[:3] == [PY, "-m", "modelrunner.engines.diffusers.main"]
     assert (flag(argv, "--dtype"), flag(argv, "--size"), flag(argv, "--steps")) == (
         "float32",
         "64x64",

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from modelrunner.engines import diffusers_server, llamacpp_server
-from modelrunner.engines.flags import ALLOWED_FLAGS, engine_flags
+from modelrunner.engines.diffusers import main as diffusers_server
+from modelrunner.engines.llamacpp import main as llamacpp_server
 from modelrunner.engines.serving import RequestError, error_body, parse_bool
+from modelrunner.manifest.runtime_flags import ALLOWED_FLAGS, engine_flags
 
 
 def sample_flags(engine: str) -> list[str]:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from modelrunner.errors import Overloaded
-from modelrunner.http.gate import Gate
+from modelrunner.gate import Gate
 
 
 async def hold(gate: Gate, name: str, order: list[str], release: asyncio.Event) -> None:

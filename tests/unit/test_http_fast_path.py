@@ -8,9 +8,9 @@ from typing import Any, cast
 
 import pytest
 
-from modelrunner.http.bodies import ChatCompletionRequest
-from modelrunner.http.fast_path import FastPath
 from modelrunner.http.keys import KeyCheck
+from modelrunner.http.openai.fast_path import FastPath
+from modelrunner.http.openai.shapes import ChatCompletionRequest
 
 CHAT = b'{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]}'
 

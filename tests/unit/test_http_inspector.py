@@ -11,8 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from modelrunner.http.inspector import Recorder, abandon
-from modelrunner.http.inspector_body import (
+from modelrunner.http.inspector.body import (
     MAX_RECORDED,
     MEDIA_KEPT,
     StreamAssembler,
@@ -20,6 +19,7 @@ from modelrunner.http.inspector_body import (
     recorded_text,
     shorten_base64,
 )
+from modelrunner.http.inspector.recorder import Recorder, abandon
 from modelrunner.registry import Registry, ServedModel
 
 PNG = base64.b64encode(bytes(range(256)) * 40).decode()  # 13,654 base64 characters

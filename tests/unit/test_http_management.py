@@ -21,7 +21,7 @@ from modelrunner.errors import (
     UnknownModel,
     UsageError,
 )
-from modelrunner.http.management import (
+from modelrunner.http.management.shapes import (
     DeleteAction,
     UnloadRequest,
     created_unix,
@@ -33,7 +33,7 @@ from modelrunner.http.management import (
     tag_target,
     unload_targets,
 )
-from modelrunner.http.transfer import LineProgress, start_transfer
+from modelrunner.http.management.transfer import LineProgress, start_transfer
 from modelrunner.registry import Endpoint, ServedModel
 from modelrunner.status import ModelStatus
 

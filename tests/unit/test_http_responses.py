@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from modelrunner.http.responses_store import ResponseStore, page
-from modelrunner.http.responses_translate import (
+from modelrunner.http.responses.store import ResponseStore, page
+from modelrunner.http.responses.translate import (
     BadInput,
     Output,
     ResponsesRequest,

@@ -12,7 +12,7 @@ from modelrunner.http.routing import (
     readiness,
     unknown_engine_message,
 )
-from modelrunner.http.upstream import Usage, usage_of_json, usage_of_sse
+from modelrunner.http.upstream.forwarder import Usage, usage_of_json, usage_of_sse
 from modelrunner.registry import Endpoint, ServedModel
 from modelrunner.status import ModelStatus
 

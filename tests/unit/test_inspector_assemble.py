@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from modelrunner.http.inspector_assemble import AnthropicAssembler, OllamaAssembler
+from modelrunner.http.inspector.assemble import AnthropicAssembler, OllamaAssembler
 
 
 def ndjson(*lines: dict[str, Any]) -> bytes:

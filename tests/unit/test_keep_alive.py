@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from modelrunner.http.ollama_shapes import KeepAlive
-from modelrunner.http.ollama_translate import BadRequest, keep_alive_seconds
+from modelrunner.http.ollama.shapes import KeepAlive
+from modelrunner.http.ollama.translate import BadRequest, keep_alive_seconds
 from modelrunner.keep_alive import effective, idle_limit
 
 INF = math.inf

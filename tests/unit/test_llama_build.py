@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrunner.engines import llama_build as lb
+from modelrunner.engines.llamacpp import build as lb
 
 ROOT = Path(__file__).resolve().parents[2]
 X86_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
@@ -105,7 +105,7 @@ def test_pinned_version_matches_the_llama_extra() -> None:
 def test_script_runs_with_the_standard_library_alone() -> None:
     # install.sh runs the file before modelrunner is installed: -I ignores site-packages
     # and the environment, so an import of anything but the standard library would fail.
-    script = str(ROOT / "src/modelrunner/engines/llama_build.py")
+    script = str(ROOT / "src/modelrunner/engines/llamacpp/build.py")
     args = subprocess.run(
         [sys.executable, "-I", script, "cmake-args"], capture_output=True, text=True, check=True
     ).stdout.strip()

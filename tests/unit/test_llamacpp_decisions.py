@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 
-from modelrunner.engines.llamacpp_engine.chat_template import ChatTemplate, check_messages
-from modelrunner.engines.llamacpp_engine.detokenize import Utf8Stream
-from modelrunner.engines.llamacpp_engine.params import parse_generation
-from modelrunner.engines.llamacpp_engine.slots import (
+from modelrunner.engines.llamacpp.chat_template import ChatTemplate, check_messages
+from modelrunner.engines.llamacpp.detokenize import Utf8Stream
+from modelrunner.engines.llamacpp.params import parse_generation
+from modelrunner.engines.llamacpp.slots import (
     Chunk,
     SlotChoice,
     choose_slot,
     common_prefix,
     plan_batch,
 )
-from modelrunner.engines.llamacpp_engine.stops import StopScan, scan_stops
+from modelrunner.engines.llamacpp.stops import StopScan, scan_stops
 from modelrunner.engines.serving import RequestError
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelrunner.http.ollama_models import ModelFacts, ps_entry, show_answer, tags_entry
+from modelrunner.http.ollama.models import ModelFacts, ps_entry, show_answer, tags_entry
 from modelrunner.registry import Endpoint, ServedModel
 
 FACTS = ModelFacts(

@@ -7,12 +7,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from modelrunner.http.ollama_shapes import (
+from modelrunner.http.ollama.shapes import (
     OllamaChatRequest,
     OllamaGenerateRequest,
     OllamaMessage,
 )
-from modelrunner.http.ollama_translate import (
+from modelrunner.http.ollama.translate import (
     BadRequest,
     StreamTranslator,
     chat_answer,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from modelrunner.engines.structured.formats import Call, Parsed, ToolFormat, parse
+from modelrunner.engines.llamacpp.structured.formats import Call, Parsed, ToolFormat, parse
 
 WEATHER = Call("get_weather", '{"city": "Paris"}')
 TIME = Call("get_time", '{"zone": "UTC", "precise": true}')

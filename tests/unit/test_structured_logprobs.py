@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from modelrunner.engines.structured import logprobs
-from modelrunner.engines.structured.errors import InvalidRequest
+from modelrunner.engines.llamacpp.structured import logprobs
+from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from modelrunner.engines.structured.formats import ToolFormat
-from modelrunner.engines.structured.output import ChatOutput
-from modelrunner.engines.structured.tools import NO_TOOLS, ToolRequest, read_tools
+from modelrunner.engines.llamacpp.structured.formats import ToolFormat
+from modelrunner.engines.llamacpp.structured.output import ChatOutput
+from modelrunner.engines.llamacpp.structured.tools import NO_TOOLS, ToolRequest, read_tools
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from modelrunner.engines.structured.errors import InvalidRequest
-from modelrunner.engines.structured.formats import call_grammar
-from modelrunner.engines.structured.schema_grammar import (
+from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
+from modelrunner.engines.llamacpp.structured.formats import call_grammar
+from modelrunner.engines.llamacpp.structured.schema_grammar import (
     JSON_CHAR,
     check_schema,
     integer_rule,
     number_rule,
     schema_to_gbnf,
 )
-from modelrunner.engines.structured.tools import read_tools
+from modelrunner.engines.llamacpp.structured.tools import read_tools
 
 P = "response_format.json_schema.schema"
 

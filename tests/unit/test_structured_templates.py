@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from modelrunner.engines.structured.history import template_input
-from modelrunner.engines.structured.template import (
+from modelrunner.engines.llamacpp.structured.history import template_input
+from modelrunner.engines.llamacpp.structured.template import (
     NO_TOOL_SUPPORT,
     TemplateInfo,
     inspect_template,
     jinja_render,
     tool_format,
 )
-from modelrunner.engines.structured.tools import read_tools
+from modelrunner.engines.llamacpp.structured.tools import read_tools
 
 # SmolLM2-135M-Instruct's template, as its GGUF carries it: no notion of tools.
 SMOLLM2 = (
@@ -205,7 +205,7 @@ def test_template_with_tools_but_no_calls_gets_calls_written_out() -> None:
     ],
 )
 def test_malformed_history_calls_are_400s(calls: Any, param: str) -> None:
-    from modelrunner.engines.structured.errors import InvalidRequest
+    from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
 
     messages = [HISTORY[0], {"role": "assistant", "content": None, "tool_calls": calls}]
     with pytest.raises(InvalidRequest) as caught:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from modelrunner.engines.structured.errors import InvalidRequest
-from modelrunner.engines.structured.tools import read_tools
+from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
+from modelrunner.engines.llamacpp.structured.tools import read_tools
 
 WEATHER = {
     "type": "function",

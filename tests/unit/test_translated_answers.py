@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelrunner.http.translated_answers import JsonAnswer, StreamAnswer
+from modelrunner.http.translated.answers import JsonAnswer, StreamAnswer
 
 
 class Client:

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from modelrunner.http.upstream_conn import BrokenAnswer, CannotConnect
-from modelrunner.http.upstream_pool import UpstreamPool
+from modelrunner.http.upstream.connection import BrokenAnswer, CannotConnect
+from modelrunner.http.upstream.pool import UpstreamPool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 ANSWER = b'{"ok": true}'

@@ -8,7 +8,7 @@ import json
 import socket
 from typing import Any, cast
 
-from modelrunner.http.upstream import Forwarder
+from modelrunner.http.upstream.forwarder import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Endpoint, Registry, ServedModel
 from tests.unit.test_upstream_pool import CHUNKED, PLAIN, Engine, Handler, scripted

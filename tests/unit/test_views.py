@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelrunner.http.gate import Gate
+from modelrunner.gate import Gate
 from modelrunner.model_files import ModelFiles
 from modelrunner.reconcile import lifecycle as lc
 from modelrunner.reconcile.views import Running, served_view, status_view

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from modelrunner.engines.catalog import CATALOG
-from modelrunner.engines.vllm import cluster_address, preflight, ray_endpoint
+from modelrunner.engines.vllm.launch import cluster_address, preflight, ray_endpoint
 from modelrunner.errors import EngineError
 from modelrunner.manifest.load import load_text
 from modelrunner.manifest.spec import ModelManifest

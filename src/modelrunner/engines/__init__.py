@@ -1,16 +1,23 @@
-"""Engines: one module per engine. Heavy engine packages are imported only inside
+"""Engines: one package per engine. Heavy engine packages are imported only inside
 their own engine process, never here, so ``mr lint`` and the CLI start fast.
 
     catalog.py     the engines by name (formats, packages, launch builder)
-    llamacpp.py    manifest -> launch (pure), likewise vllm.py, diffusers.py
+    llamacpp/      launch.py: manifest -> launch (pure, light); main.py: the engine process
+                   (``python -m modelrunner.engines.llamacpp.main``); build.py; structured/
+    vllm/          launch.py: manifest -> launch of vLLM's own server
+    diffusers/     launch.py, and main.py: the project's own image server
     process.py     EngineProcess: one owner per engine process (spawn, probe, watch)
     exits.py       how a process ended, in words, and what to do about repeated crashes
-    *_server.py    the project's own engine servers (run as ``python -m``)
+    serving.py     the HTTP plumbing the project's own engine servers share
+
+Engine names (``EngineName``) live in :mod:`modelrunner.manifest.engines`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING
+
+from modelrunner.manifest.engines import ENGINE_FOR_FORMAT, EngineName
 
 if TYPE_CHECKING:
     from modelrunner.engines.launch import Launch
@@ -18,16 +25,6 @@ if TYPE_CHECKING:
     from modelrunner.manifest.spec import ModelManifest
     from modelrunner.model_files import ModelFiles
     from modelrunner.settings import Settings
-
-EngineName = Literal["llama.cpp", "vllm", "diffusers"]
-ENGINES: Final[tuple[EngineName, ...]] = ("llama.cpp", "vllm", "diffusers")
-
-# Docker Model Runner's rule: the artifact's weight format picks the engine.
-ENGINE_FOR_FORMAT: Final[dict[str, EngineName]] = {
-    "gguf": "llama.cpp",
-    "safetensors": "vllm",
-    "dduf": "diffusers",
-}
 
 
 def engine_for(manifest: ModelManifest, files: ModelFiles) -> EngineName:
@@ -66,7 +63,7 @@ def create_instance(
 
     build(0)  # refuses bad runtime_flags now, not later in the supervisor
     if spec.name == "vllm":
-        from modelrunner.engines.vllm import preflight
+        from modelrunner.engines.vllm.launch import preflight
 
         preflight(manifest, python)  # the Ray backend: ray installed, its cluster reachable
     safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in manifest.name)

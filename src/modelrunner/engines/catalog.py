@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from modelrunner.engines import EngineName, diffusers, llamacpp, vllm
+from modelrunner.engines.diffusers import launch as diffusers
 from modelrunner.engines.launch import EngineSpec
+from modelrunner.engines.llamacpp import launch as llamacpp
+from modelrunner.engines.vllm import launch as vllm
 from modelrunner.errors import EngineNotInstalled
+from modelrunner.manifest.engines import EngineName
 from modelrunner.settings import Settings
 
 CATALOG: Final[dict[EngineName, EngineSpec]] = {

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from modelrunner.engines import EngineName
+from modelrunner.manifest.engines import EngineName
 from modelrunner.manifest.spec import ModelManifest
 from modelrunner.model_files import Format, ModelFiles
 from modelrunner.settings import Settings
@@ -72,8 +72,8 @@ def engine_env(manifest: ModelManifest, extra: Mapping[str, str] | None = None) 
 
 def checked_flags(engine: EngineName, manifest: ModelManifest) -> tuple[str, ...]:
     """The manifest's ``runtime_flags``, only once every one passed the engine's allow-list."""
-    from modelrunner.engines.flags import check_runtime_flags, engine_flags
     from modelrunner.errors import EngineError
+    from modelrunner.manifest.runtime_flags import check_runtime_flags, engine_flags
 
     problems = check_runtime_flags(engine, manifest.runtime_flags)
     if problems:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from modelrunner.engines import EngineName, exits
+from modelrunner.engines import exits
+from modelrunner.manifest.engines import EngineName
 
 SMOLLM2_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _LLAMA_PROBE: Final = """

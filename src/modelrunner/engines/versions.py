@@ -11,22 +11,12 @@ import subprocess
 from dataclasses import dataclass
 from typing import Final
 
-from modelrunner.engines import ENGINES, EngineName
 from modelrunner.engines.catalog import CATALOG, interpreter
+from modelrunner.engines.distributions import distribution_version
 from modelrunner.engines.launch import EngineSpec
 from modelrunner.errors import EngineNotInstalled
+from modelrunner.manifest.engines import ENGINES, EngineName
 from modelrunner.settings import Settings
-
-# Prints the version of the first distribution installed, or nothing.
-_ASK: Final = (
-    "import importlib.metadata as m, sys\n"
-    "for name in sys.argv[1:]:\n"
-    "    try:\n"
-    "        print(m.version(name)); break\n"
-    "    except m.PackageNotFoundError:\n"
-    "        pass\n"
-)
-
 
 # Packages some settings of an engine need in its interpreter, and which setting.
 OPTIONAL: Final[dict[EngineName, tuple[tuple[str, str], ...]]] = {
@@ -42,16 +32,6 @@ class EngineInstall:
     problem: str | None = None  # why it is not usable, when it is not
     # (package, version or None) of the engine's OPTIONAL packages
     optional: tuple[tuple[str, str | None], ...] = ()
-
-
-def distribution_version(python: str, names: tuple[str, ...]) -> str | None:
-    """The version of the first of ``names`` installed for ``python`` (a subprocess).
-
-    Raises OSError or subprocess.TimeoutExpired when the interpreter cannot be run."""
-    done = subprocess.run(
-        [python, "-c", _ASK, *names], capture_output=True, text=True, timeout=30, check=False
-    )
-    return done.stdout.strip() or None
 
 
 def _local_version(names: tuple[str, ...]) -> str | None:

@@ -21,22 +21,22 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Method
 
 from modelrunner import __version__
-from modelrunner.http.admin import admin_handlers
-from modelrunner.http.anthropic_routes import anthropic_handlers
-from modelrunner.http.engine_call import EngineCall
+from modelrunner.http.anthropic.routes import anthropic_handlers
+from modelrunner.http.api_errors import per_api
 from modelrunner.http.errors import exception_handler
-from modelrunner.http.fast_path import FastPath
-from modelrunner.http.inspector import Recorder
-from modelrunner.http.inspector_routes import inspector_handlers
+from modelrunner.http.inspector.recorder import Recorder
+from modelrunner.http.inspector.routes import inspector_handlers
 from modelrunner.http.keys import KeyCheck, check_settings
-from modelrunner.http.models_routes import ModelControl, management_handlers
-from modelrunner.http.ollama_routes import ollama_handlers
-from modelrunner.http.openai_routes import openai_handlers
+from modelrunner.http.management.routes import ModelControl, management_handlers
+from modelrunner.http.management.status_routes import admin_handlers
+from modelrunner.http.ollama.routes import ollama_handlers
+from modelrunner.http.openai.fast_path import FastPath
+from modelrunner.http.openai.routes import openai_handlers
 from modelrunner.http.request_policy import RequestPolicy, RequestPolicyMiddleware
-from modelrunner.http.responses_routes import responses_handlers
-from modelrunner.http.translated_errors import per_api
-from modelrunner.http.translated_fast import TranslatedFastPath
-from modelrunner.http.upstream import Forwarder
+from modelrunner.http.responses.routes import responses_handlers
+from modelrunner.http.translated.engine_call import EngineCall
+from modelrunner.http.translated.fast_path import TranslatedFastPath
+from modelrunner.http.upstream.forwarder import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Registry
 from modelrunner.settings import Settings

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from modelrunner.engines import ENGINE_FOR_FORMAT, ENGINES
 from modelrunner.errors import UnknownModel
-from modelrunner.http.bodies import DmrModel, DmrModelConfig, ModelList, ModelObject, Readiness
+from modelrunner.http.shapes import (
+    DmrModel,
+    DmrModelConfig,
+    ModelList,
+    ModelObject,
+    Readiness,
+)
+from modelrunner.manifest.engines import ENGINE_FOR_FORMAT, ENGINES
 from modelrunner.registry import ServedModel
 from modelrunner.status import ModelStatus
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelrunner import reference
-from modelrunner.engines import ENGINES
-from modelrunner.engines.flags import check_runtime_flags
 from modelrunner.errors import InvalidReference
+from modelrunner.manifest.engines import ENGINES
 from modelrunner.manifest.problems import Path, Severity
+from modelrunner.manifest.runtime_flags import check_runtime_flags
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from modelrunner.engines import ENGINES, EngineName
+from modelrunner.manifest.engines import ENGINES, EngineName
 
 API_VERSION: Final = "modelrunner/v1"
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
-from modelrunner.engines.vllm import cluster_address
-from modelrunner.http.gate import Gate
+from modelrunner.engines.vllm.launch import cluster_address
+from modelrunner.gate import Gate
 from modelrunner.manifest.spec import duration_seconds
 from modelrunner.placement import describe
 from modelrunner.reconcile.lifecycle import ModelState, applied

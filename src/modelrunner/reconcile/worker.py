@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from modelrunner.engines.exits import Exit
 from modelrunner.engines.restart import RetryPolicy
 from modelrunner.errors import EngineStartFailed, ModelRunnerError
-from modelrunner.http.gate import Gate
+from modelrunner.gate import Gate
 from modelrunner.reconcile import lifecycle as lc
 from modelrunner.reconcile.views import Running
 from modelrunner.registry import Endpoint

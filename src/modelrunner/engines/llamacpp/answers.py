@@ -1,0 +1,119 @@
+"""OpenAI answer shapes for chat and text completions.
+
+``ChatOutput`` is the one place where generated text becomes the chat answer: the final
+``message`` of a plain request, or the deltas of a stream. Anything that reads structure
+out of the text (a tool-call parser, say) hooks in here by overriding ``feed``,
+``finish_chunks`` and ``message``; the scheduler and the HTTP code stay as they are.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from modelrunner.engines.llamacpp.jobs import Delta, Finished, Usage
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+class ChatOutput:
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+
+    # -- streaming ------------------------------------------------------------------------
+    def start_chunks(self) -> list[dict[str, Any]]:
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def feed(self, text: str, delta: Delta | None) -> list[dict[str, Any]]:
+        """Chunks for newly generated ``text`` (``delta`` is None for the held-back tail)."""
+        return [self._chunk({"content": text})] if text else []
+
+    def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
+        return [self._chunk({}, finished.reason)]
+
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+        """stream_options.include_usage: a last chunk with no choices and the usage."""
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage_body(usage),
+        }
+
+    # -- a plain answer -------------------------------------------------------------------
+    def collect(self, delta: Delta) -> None:
+        """Each token of a plain (non-streamed) answer, before ``message`` (for logprobs)."""
+
+    def message(self, text: str, finished: Finished) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finished.reason,
+                }
+            ],
+            "usage": usage_body(finished.usage),
+        }
+
+
+class CompletionOutput(ChatOutput):
+    """The legacy /v1/completions shapes (``text_completion`` object, chunks alike)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+
+    def _text_chunk(self, text: str, finish_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+
+    def start_chunks(self) -> list[dict[str, Any]]:
+        return []
+
+    def feed(self, text: str, delta: Delta | None) -> list[dict[str, Any]]:
+        return [self._text_chunk(text, None)] if text else []
+
+    def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
+        return [self._text_chunk("", finished.reason)]
+
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+        return {**self._text_chunk("", None), "choices": [], "usage": usage_body(usage)}
+
+    def message(self, text: str, finished: Finished) -> dict[str, Any]:
+        return {**self._text_chunk(text, finished.reason), "usage": usage_body(finished.usage)}

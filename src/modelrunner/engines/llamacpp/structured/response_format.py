@@ -1,0 +1,40 @@
+"""``response_format`` -> the JSON Schema answers must satisfy (None: free text)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
+
+ANY_OBJECT: Final = {"type": "object"}
+
+
+def answer_schema(body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """(schema, its request field) of the answer, or None when the answer is free text."""
+    response_format = body.get("response_format")
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise InvalidRequest("response_format must be an object", "response_format")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ANY_OBJECT, "response_format"
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict):
+            raise InvalidRequest(
+                "response_format.json_schema must be an object with name and schema",
+                "response_format.json_schema",
+            )
+        if not isinstance(spec.get("name"), str):
+            raise InvalidRequest(
+                "response_format.json_schema.name must be a string",
+                "response_format.json_schema.name",
+            )
+        return spec.get("schema", ANY_OBJECT), "response_format.json_schema.schema"
+    raise InvalidRequest(
+        f"response_format.type must be 'text', 'json_object' or 'json_schema', got {kind!r}",
+        "response_format.type",
+    )

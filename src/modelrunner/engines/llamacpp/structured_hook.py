@@ -1,0 +1,95 @@
+"""This package, hooked into the llama.cpp engine (``llamacpp_engine``).
+
+- ``inspect``: what the model's chat template knows about tools, once at start;
+- ``plan``: a chat request's fields -> a ChatPlan, a 400 as the engine raises them;
+- ``with_plan``: the grammar and logprobs count put into the request's generation settings;
+- ``StructuredChatOutput``: the engine's answer hook (``answers.ChatOutput``) with tool
+  calls read out of the text and logprobs; the scheduler and the HTTP code stay as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from modelrunner.engines.llamacpp.answers import ChatOutput
+from modelrunner.engines.llamacpp.chat_template import ChatTemplate
+from modelrunner.engines.llamacpp.jobs import Delta, Finished
+from modelrunner.engines.llamacpp.params import Generation
+from modelrunner.engines.llamacpp.structured import logprobs
+from modelrunner.engines.llamacpp.structured.chat import ChatPlan, plan_chat
+from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
+from modelrunner.engines.llamacpp.structured.output import ChatOutput as TextShaper
+from modelrunner.engines.llamacpp.structured.template import TemplateInfo, inspect_template
+from modelrunner.engines.serving import RequestError
+
+
+def inspect(source: str, template: ChatTemplate) -> TemplateInfo:
+    return inspect_template(source, lambda messages, tools: template.render(messages, tools))
+
+
+def plan(body: Mapping[str, Any], messages: list[dict[str, Any]], info: TemplateInfo) -> ChatPlan:
+    """``messages``: the request's, checked by the engine (content parts flattened)."""
+    try:
+        return plan_chat({**body, "messages": messages}, info)
+    except InvalidRequest as exc:
+        raise RequestError(400, str(exc), exc.param) from None
+
+
+def with_plan(generation: Generation, chat: ChatPlan) -> Generation:
+    sampling = dataclasses.replace(generation.sampling, grammar=chat.grammar)
+    return dataclasses.replace(generation, sampling=sampling, top_logprobs=chat.logprobs)
+
+
+class StructuredChatOutput(ChatOutput):
+    def __init__(
+        self,
+        model: str,
+        shaper: TextShaper,
+        piece: Callable[[int], bytes],
+        top_logprobs: int | None,
+    ) -> None:
+        super().__init__(model)
+        self._shaper = shaper
+        self._deltas = shaper.stream()
+        self._piece = piece
+        self._logprobs = top_logprobs is not None
+        self._entries: list[dict[str, Any]] = []  # logprobs not sent yet
+
+    # -- streaming ------------------------------------------------------------------------
+    def feed(self, text: str, delta: Delta | None) -> list[dict[str, Any]]:
+        if delta is not None:
+            self.collect(delta)
+        return self._chunks(self._deltas.feed(text))
+
+    def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
+        deltas, reason = self._deltas.finish(finished.reason)
+        return self._chunks(deltas) + self._chunks([{}], reason)
+
+    def _chunks(
+        self, deltas: list[dict[str, Any]], reason: str | None = None
+    ) -> list[dict[str, Any]]:
+        chunks = [self._chunk(delta, reason) for delta in deltas]
+        if chunks and self._entries:  # a token's logprobs go with the first chunk showing it
+            chunks[0]["choices"][0]["logprobs"] = logprobs.choice_logprobs(self._entries)
+            self._entries = []
+        return chunks
+
+    # -- a plain answer -------------------------------------------------------------------
+    def collect(self, delta: Delta) -> None:
+        if not self._logprobs or delta.logprobs is None:
+            return
+        piece = self._piece(delta.token)
+        if not piece:  # the end-of-generation token (special tokens render as nothing)
+            return
+        top = [(self._piece(t.token), t.logprob) for t in delta.logprobs.top]
+        self._entries.append(logprobs.entry(piece, delta.logprobs.chosen.logprob, top))
+
+    def message(self, text: str, finished: Finished) -> dict[str, Any]:
+        body = super().message(text, finished)
+        choice = body["choices"][0]
+        choice["message"], choice["finish_reason"] = self._shaper.message(text, finished.reason)
+        if self._logprobs:
+            choice["logprobs"] = logprobs.choice_logprobs(self._entries)
+        return body

@@ -1,0 +1,357 @@
+"""One OpenAI-shaped call to the engine serving a model, for routes that translate another
+API (Ollama, Anthropic Messages, OpenAI Responses) to the calls the engines already serve.
+
+What it offers (a stable interface; other route modules build on it):
+
+- ``EngineCall(forwarder)``, made once per app.
+- ``await call.complete(op, model, body, segment=None, route=None) -> Answer``: sends
+  ``POST /v1/{op}`` (``op`` as in ``chat/completions``, ``completions``, ``embeddings``)
+  with the JSON ``body`` (a dict; ``model`` is set to the served model's name) and returns
+  ``Answer(model, body)``, the engine's decoded JSON answer.
+- ``await call.stream(op, model, body, segment=None, route=None) -> EventStream``: the same
+  with ``"stream": true`` (and ``stream_options.include_usage``, so engines that can report
+  usage do). It returns once the engine accepted the request (its status line arrived),
+  so every refusal is still an exception the route can answer with a status code.
+  ``async for event in stream`` then yields each server-sent ``data:`` event as a decoded
+  dict, as it arrives (nothing is buffered beyond one event), ending at ``[DONE]``;
+  ``stream.batches()`` yields the same events grouped by network read (lists), and
+  ``stream.ended`` is true from the batch the engine's end arrived with. Always
+  ``await stream.aclose()`` (or ``async with stream:``): it gives the model's in-flight
+  slot back and, if the answer was not read to its end, closes the engine connection,
+  which stops the generation (what a client disconnect must do).
+- ``segment`` is the engine a path names (``/engines/{engine}/...``): a model of another
+  engine is ``UnknownModel``. ``route`` labels the request metrics (default: ``op``).
+- Errors are the project's own: ``UnknownModel`` (404), ``ModelUnavailable`` (503, with
+  ``retry_after``; a model in standby is asked to load), ``UpstreamFailed`` (502, also raised
+  mid-stream when the connection breaks or the engine sends an error event), and
+  ``EngineRejected`` (the engine's own 4xx or busy 503, with its OpenAI-shaped ``problem``).
+  ``problem_of(exc, where)`` turns any of them (or any other exception) into the
+  OpenAI-shaped ``Problem`` (status, message), which each API then says in its own shape.
+
+While a call runs, the model's endpoint counts it in flight (so a replaced instance drains
+it), request metrics are recorded under ``route`` and token usage is counted when the
+engine reports it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+from typing import Any, Final
+
+import msgspec
+
+from modelrunner.errors import ModelRunnerError, ModelUnavailable, UpstreamFailed
+from modelrunner.http.errors import Problem, from_exception, from_upstream
+from modelrunner.http.routing import check_engine
+from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
+from modelrunner.http.upstream.forwarder import CLIENT_CLOSED, Forwarder
+from modelrunner.http.upstream.pool import UpstreamResponse
+from modelrunner.registry import Endpoint, ServedModel
+
+_DONE: Final = b"[DONE]"
+_MAX_EVENT: Final = 16 * 1024 * 1024  # one SSE event larger than this is an engine fault
+
+
+class EngineRejected(ModelRunnerError):
+    """The engine refused the request with a 4xx (a prompt too long, a bad field)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.body.error.message)
+        self.problem = problem
+
+
+def problem_of(exc: BaseException, where: str) -> Problem:
+    """The OpenAI-shaped error for any exception raised by a call (or around it)."""
+    if isinstance(exc, EngineRejected):
+        return exc.problem
+    return from_exception(exc, where)
+
+
+class Answer(msgspec.Struct, frozen=True):
+    model: ServedModel
+    body: dict[str, Any]
+
+
+class EngineCall:
+    """Sends OpenAI-shaped requests to the engines through the forwarder's upstream pool."""
+
+    __slots__ = ("_fw",)
+
+    def __init__(self, fw: Forwarder) -> None:
+        self._fw = fw
+
+    @property
+    def forwarder(self) -> Forwarder:
+        return self._fw
+
+    def resolve(
+        self, model: str, segment: str | None = None, op: str = "chat/completions"
+    ) -> ServedModel:
+        """The served model for a name or alias (``UnknownModel`` if none, or another engine's)."""
+        served = self._fw.registry.lookup(model)
+        check_engine(served, segment, op)
+        return served
+
+    async def complete(
+        self,
+        op: str,
+        model: str,
+        body: dict[str, Any],
+        segment: str | None = None,
+        route: str | None = None,
+    ) -> Answer:
+        started = time.perf_counter()
+        label, status = "unknown", 500
+        try:
+            served = self.resolve(model, segment, op)
+            label = served.name
+            with self._fw.registry.acquire(model) as (served, endpoint):
+                body = {**body, "model": served.name}
+                response = await self._post(op, served, endpoint, body)
+                try:
+                    raw = await _read(response, _where(op, served, endpoint))
+                finally:
+                    response.close()
+            try:
+                decoded = msgspec.json.decode(raw)
+            except msgspec.DecodeError:
+                raise UpstreamFailed(
+                    f"The engine for '{served.name}' answered {op} with invalid JSON"
+                ) from None
+            if not isinstance(decoded, dict):
+                raise UpstreamFailed(
+                    f"The engine for '{served.name}' answered {op} with no JSON object"
+                )
+            status = 200
+            self._count(served.name, decoded.get("usage"))
+            return Answer(served, decoded)
+        except EngineRejected as exc:
+            status = exc.problem.status
+            raise
+        except ModelRunnerError as exc:
+            status = from_exception(exc, op).status
+            raise
+        finally:
+            self._fw.metrics.record_request(
+                route or op, label, status, time.perf_counter() - started
+            )
+
+    async def stream(
+        self,
+        op: str,
+        model: str,
+        body: dict[str, Any],
+        segment: str | None = None,
+        route: str | None = None,
+    ) -> EventStream:
+        started = time.perf_counter()
+        label, status = "unknown", 500
+        slot = ExitStack()
+        try:
+            served = self.resolve(model, segment, op)
+            label = served.name
+            served, endpoint = slot.enter_context(self._fw.registry.acquire(model))
+            options = body.get("stream_options")
+            body = {
+                **body,
+                "model": served.name,
+                "stream": True,
+                "stream_options": {
+                    "include_usage": True,
+                    **(options if isinstance(options, dict) else {}),
+                },
+            }
+            response = await self._post(op, served, endpoint, body)
+            if not (response.content_type or "").startswith("text/event-stream"):
+                response.close()
+                raise UpstreamFailed(
+                    f"The engine did not stream its answer to {_where(op, served, endpoint)} "
+                    f"(content type {response.content_type or 'none'})"
+                )
+        except BaseException as exc:
+            slot.close()
+            if isinstance(exc, EngineRejected):
+                status = exc.problem.status
+            elif isinstance(exc, ModelRunnerError):
+                status = from_exception(exc, op).status
+            self._fw.metrics.record_request(
+                route or op, label, status, time.perf_counter() - started
+            )
+            raise
+        return EventStream(self, served, endpoint, op, response, slot, route or op, started)
+
+    # -- internals ----------------------------------------------------------------
+    async def _post(
+        self, op: str, served: ServedModel, endpoint: Endpoint, body: dict[str, Any]
+    ) -> UpstreamResponse:
+        where = _where(op, served, endpoint)
+        try:
+            response = await self._fw.pool.post(
+                endpoint.base_url, f"/v1/{op}", msgspec.json.encode(body)
+            )
+        except CannotConnect as exc:
+            raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
+        except UpstreamError as exc:
+            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
+        if response.status >= 400:
+            try:
+                raw = await _read(response, where)
+            finally:
+                response.close()
+            found = from_upstream(response.status, raw, where)
+            if found.status >= 500 and found.status != 503:
+                raise UpstreamFailed(found.body.error.message)
+            raise EngineRejected(found)
+        return response
+
+    def _count(self, model: str, usage: Any) -> None:
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            self._fw.metrics.add_tokens(
+                model,
+                prompt if isinstance(prompt, int) else 0,
+                completion if isinstance(completion, int) else 0,
+            )
+
+
+class EventStream:
+    """The engine's server-sent events, decoded one by one as they arrive."""
+
+    __slots__ = ("_buffer", "_call", "_closed", "_response", "_route", "_slot", "_started",
+                 "_status", "ended", "endpoint", "model", "op")  # fmt: skip
+
+    def __init__(
+        self,
+        call: EngineCall,
+        model: ServedModel,
+        endpoint: Endpoint,
+        op: str,
+        response: UpstreamResponse,
+        slot: ExitStack,
+        route: str,
+        started: float,
+    ) -> None:
+        self._call = call
+        self.model = model
+        self.endpoint = endpoint
+        self.op = op
+        self._response = response
+        self._slot = slot
+        self._route = route
+        self._started = started
+        self._buffer = b""
+        self._status = CLIENT_CLOSED  # until the stream is read to its end
+        # Set once the engine's end arrived, before the last batch is yielded: a translator
+        # can send its closing events with that batch.
+        self.ended = False
+        self._closed = False
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The events as they arrive, grouped by what arrived together (one network read):
+        a translator can answer them with one write instead of one per event."""
+        where = _where(self.op, self.model, self.endpoint)
+        try:
+            while True:
+                found, self._buffer = split_events(self._buffer)
+                batch: list[dict[str, Any]] = []
+                for data in found:
+                    if data == _DONE:
+                        self._status = 200
+                        self.ended = True
+                        if batch:
+                            yield batch
+                        return
+                    event = _decode_event(data, where)
+                    if "usage" in event:
+                        self._call._count(self.model.name, event["usage"])
+                    batch.append(event)
+                if batch:
+                    yield batch
+                try:
+                    chunk = await self._response.chunk()
+                except UpstreamError as exc:
+                    raise UpstreamFailed(
+                        f"The engine failed mid-stream on {where}: {exc}"
+                    ) from None
+                if chunk is None:
+                    # An engine that ends without [DONE] has still ended.
+                    self._status = 200
+                    self.ended = True
+                    return
+                self._buffer += chunk
+                if len(self._buffer) > _MAX_EVENT:
+                    raise UpstreamFailed(f"The engine sent an oversized event on {where}")
+        except UpstreamFailed:
+            self._status = 502
+            raise
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._response.close()  # not read to its end: the connection is closed, generation stops
+        self._slot.close()
+        fw = self._call.forwarder
+        fw.metrics.record_request(
+            self._route, self.model.name, self._status, time.perf_counter() - self._started
+        )
+
+
+def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The ``data`` of each complete server-sent event in ``buffer`` (multi-line data joined
+    by newlines; comments and events without data skipped), and the incomplete rest."""
+    if b"\r" in buffer:
+        buffer = buffer.replace(b"\r\n", b"\n")
+    *complete, rest = buffer.split(b"\n\n")
+    found = []
+    for event in complete:
+        data = [
+            line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+        ]
+        if data:
+            found.append(data[0] if len(data) == 1 else b"\n".join(data))
+    return found, rest
+
+
+def _decode_event(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        event = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        raise UpstreamFailed(f"The engine sent an event that is not JSON on {where}") from None
+    if not isinstance(event, dict):
+        raise UpstreamFailed(f"The engine sent an event that is not a JSON object on {where}")
+    error = event.get("error")
+    if error is not None:
+        message = error.get("message") if isinstance(error, dict) else error
+        raise UpstreamFailed(f"The engine failed mid-stream on {where}: {message}")
+    return event
+
+
+async def _read(response: UpstreamResponse, where: str) -> bytes:
+    try:
+        return await response.read()
+    except UpstreamError as exc:
+        raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
+
+
+def _where(op: str, model: ServedModel, endpoint: Endpoint) -> str:
+    return (
+        f"POST /v1/{op} for model '{model.name}' "
+        f"({endpoint.engine} instance {endpoint.instance_id} at {endpoint.base_url})"
+    )

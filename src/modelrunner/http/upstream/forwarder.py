@@ -1,0 +1,358 @@
+"""The streaming forwarder: one request in, the same bytes to the engine, its answer back.
+
+``Forwarder`` owns the upstream connection pool (opened and closed by its ``lifespan``).
+Each proxied request is a ``ProxyCall``, a plain ASGI app: it resolves the model, holds its
+endpoint's in-flight slot for the whole answer, relays server-sent events chunk by chunk as
+they arrive, and cancels the upstream request (closing its connection) as soon as the client
+disconnects.
+
+Upstream failures become the project's own here: an instance that cannot be reached is
+``ModelUnavailable`` (503, retry), one that fails while answering is ``UpstreamFailed`` (502).
+
+The model's ``limits`` apply here, as the registry entry carries them now (in place, no
+restart): its gate (``max_concurrent_requests``, a bounded FIFO queue, then 429) and its
+``request_timeout``, counted from arrival: past it the upstream request is cancelled and the
+answer is 504, or a final error event when the stream has begun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+import msgspec
+
+from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedOut, UpstreamFailed
+from modelrunner.http.errors import Problem, from_exception, from_upstream, problem
+from modelrunner.http.inspector.recorder import Recorder, abandon
+from modelrunner.http.routing import check_engine
+from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
+from modelrunner.http.upstream.pool import UpstreamPool, UpstreamResponse
+from modelrunner.metrics import Metrics
+from modelrunner.registry import Endpoint, Registry, ServedModel
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+    from litestar.types import Receive, Scope, Send
+
+_STREAM_HEADERS: Final = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
+_CONNECT_TIMEOUT: Final = 5.0
+# Generation can be slow between chunks (or before a whole non-streamed answer).
+_READ_TIMEOUT: Final = 600.0
+_SCRAPE_TIMEOUT: Final = httpx.Timeout(10.0)
+_WATCH_AFTER: Final = 0.05  # seconds; see _LateWatch
+CLIENT_CLOSED: Final = 499  # nginx's status for "the client went away first" (metrics only)
+
+
+class Forwarder:
+    """Sends requests to the instance serving a model; shared by all routes."""
+
+    def __init__(self, registry: Registry, metrics: Metrics) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self._pool: UpstreamPool | None = None
+        self._client: httpx.AsyncClient | None = None
+        self.recorder: Recorder | None = None  # the request inspector, when it is on
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
+        # httpx logs every request at INFO: too loud for the engines' /metrics scrapes.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        self._pool = UpstreamPool(_CONNECT_TIMEOUT, _READ_TIMEOUT)
+        try:
+            async with httpx.AsyncClient(timeout=_SCRAPE_TIMEOUT) as client:
+                self._client = client
+                yield
+        finally:
+            self._client = None
+            self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> UpstreamPool:
+        """The proxied requests' connections to the engines."""
+        if self._pool is None:
+            raise ModelUnavailable("The server is starting or shutting down", retry_after=1.0)
+        return self._pool
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """For the engines' /metrics (not the proxied requests: see ``pool``)."""
+        if self._client is None:
+            raise ModelUnavailable("The server is starting or shutting down", retry_after=1.0)
+        return self._client
+
+    def call(self, op: str, segment: str | None, model: str, body: bytes, query: str) -> ProxyCall:
+        return ProxyCall(self, op, segment, model, body, query)
+
+
+class ProxyCall:
+    """The ASGI answer to one proxied request."""
+
+    __slots__ = (
+        "_body",
+        "_deadline",
+        "_fw",
+        "_model",
+        "_op",
+        "_query",
+        "_segment",
+        "disconnected",
+        "finished",
+    )
+
+    def __init__(
+        self, fw: Forwarder, op: str, segment: str | None, model: str, body: bytes, query: str
+    ) -> None:
+        self._fw = fw
+        self._op = op
+        self._segment = segment
+        self._model = model
+        self._body = body
+        self._query = query
+        self.finished = False  # the last byte is being sent: a disconnect now is normal
+        self.disconnected = False
+        self._deadline: float | None = None  # loop time past which request_timeout cuts it
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fw = self._fw
+        started = time.perf_counter()
+        label = "unknown"  # never the requested name: clients must not create series
+        status = 500
+        if fw.recorder is not None:
+            send = fw.recorder.watch(self._model, scope, self._body, send)
+        try:
+            model = fw.registry.lookup(self._model)
+            label = model.name
+            check_engine(model, self._segment, self._op)
+            if model.request_timeout is not None:
+                self._deadline = asyncio.get_running_loop().time() + model.request_timeout
+            async with _limited(model, self._deadline):
+                with fw.registry.acquire(self._model) as (model, endpoint):
+                    status = await self._guarded(model, endpoint, receive, send)
+        except ModelRunnerError as exc:
+            found = from_exception(exc, f"POST /v1/{self._op}")
+            status = found.status
+            await self._send_problem(send, found)
+        finally:
+            fw.metrics.record_request(self._op, label, status, time.perf_counter() - started)
+            if fw.recorder is not None:
+                abandon(send)
+
+    async def _guarded(
+        self, model: ServedModel, endpoint: Endpoint, receive: Receive, send: Send
+    ) -> int:
+        """Forward, cancelling everything (upstream included) if the client goes away."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("ProxyCall must run inside an asyncio task")
+        watch = _LateWatch(self._watch(receive, task))
+        try:
+            return await self._forward(model, endpoint, send)
+        except asyncio.CancelledError:
+            if not self.disconnected:
+                raise
+            task.uncancel()
+            return CLIENT_CLOSED
+        finally:
+            watch.stop()
+
+    async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not self.finished:
+                    self.disconnected = True
+                    task.cancel()
+                return
+
+    async def _forward(self, model: ServedModel, endpoint: Endpoint, send: Send) -> int:
+        pool = self._fw.pool
+        where = (
+            f"POST /v1/{self._op} for model '{model.name}' "
+            f"({endpoint.engine} instance {endpoint.instance_id} at {endpoint.base_url})"
+        )
+        target = f"/v1/{self._op}?{self._query}" if self._query else f"/v1/{self._op}"
+        try:
+            async with _timeout(self._deadline, model, where):
+                response = await pool.post(endpoint.base_url, target, self._body)
+        except CannotConnect as exc:
+            raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
+        except UpstreamError as exc:
+            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
+        try:
+            if response.status >= 400:
+                async with _timeout(self._deadline, model, where):
+                    body = await self._read(response, where)
+                found = from_upstream(response.status, body, where)
+                await self._send_problem(send, found)
+                return found.status
+            content_type = response.content_type or "application/json"
+            if content_type.startswith("text/event-stream"):
+                return await self._relay_stream(response, content_type, model, where, send)
+            async with _timeout(self._deadline, model, where):
+                body = await self._read(response, where)
+            await send(_start(response.status, content_type, len(body)))
+            self.finished = True
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            self._count_tokens(model.name, usage_of_json(body))
+            return response.status
+        finally:
+            response.close()
+
+    async def _relay_stream(
+        self,
+        response: UpstreamResponse,
+        content_type: str,
+        model: ServedModel,
+        where: str,
+        send: Send,
+    ) -> int:
+        await send(_start(response.status, content_type, None, _STREAM_HEADERS))
+        status = response.status
+        found: Problem | None = None
+        try:
+            async with _timeout(self._deadline, model, where):
+                while (chunk := await response.chunk()) is not None:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if b'"usage"' in chunk:
+                        self._count_tokens(model.name, usage_of_sse(chunk))
+        except UpstreamError as exc:
+            # The status line is gone: say it the way OpenAI streams say it.
+            found = problem(502, f"The engine failed mid-stream on {where}: {exc}",
+                            code="upstream_failed")  # fmt: skip
+        except RequestTimedOut as exc:
+            found = from_exception(exc, where)
+        if found is not None:
+            error_event = b"data: " + found.encode() + b"\n\n"
+            await send({"type": "http.response.body", "body": error_event, "more_body": True})
+            status = found.status
+        self.finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return status
+
+    async def _read(self, response: UpstreamResponse, where: str) -> bytes:
+        try:
+            return await response.read()
+        except UpstreamError as exc:
+            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
+
+    async def _send_problem(self, send: Send, found: Problem) -> None:
+        body = found.encode()
+        start = _start(found.status, "application/json", len(body),
+                       tuple((k.encode(), v.encode()) for k, v in found.headers))  # fmt: skip
+        await send(start)
+        self.finished = True
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _count_tokens(self, model: str, usage: Usage | None) -> None:
+        if usage is not None:
+            self._fw.metrics.add_tokens(model, usage.prompt_tokens, usage.completion_tokens)
+
+
+@asynccontextmanager
+async def _limited(model: ServedModel, deadline: float | None) -> AsyncIterator[None]:
+    """Hold one of the model's slots (``max_concurrent_requests``) for the whole answer."""
+    gate = model.gate
+    if gate is None or gate.limit is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout_at(deadline):
+            slot = gate.slot(model.name)
+            await slot.__aenter__()
+    except TimeoutError:
+        raise RequestTimedOut(
+            f"The request for model '{model.name}' waited in its queue for longer than "
+            f"limits.request_timeout ({model.request_timeout:g}s)"
+        ) from None
+    try:
+        yield
+    finally:
+        await slot.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def _timeout(deadline: float | None, model: ServedModel, where: str) -> AsyncIterator[None]:
+    """``limits.request_timeout``: cancel what runs inside (the upstream request) at the
+    deadline and say so as RequestTimedOut (504)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            yield
+    except TimeoutError:
+        raise RequestTimedOut(
+            f"{where} ran longer than limits.request_timeout ({model.request_timeout:g}s); "
+            "the engine's request was cancelled"
+        ) from None
+
+
+class _LateWatch:
+    """Runs the disconnect watcher, but only once the answer takes ``_WATCH_AFTER``: a task
+    per request cost ~15% of mr's throughput on short answers, which end sooner. A client
+    that left before then is noticed when it starts (uvicorn keeps the disconnect)."""
+
+    __slots__ = ("_coro", "_task", "_timer")
+
+    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._coro = coro
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(_WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._coro)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        else:
+            self._coro.close()  # never started
+
+
+def _start(
+    status: int,
+    content_type: str,
+    length: int | None,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> Any:
+    headers = [(b"content-type", content_type.encode("latin-1")), *extra]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+# -- token usage, read cheaply from answers ---------------------------------------------
+class Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _WithUsage(msgspec.Struct):
+    usage: Usage | None = None
+
+
+_usage_decoder: Final = msgspec.json.Decoder(_WithUsage)
+
+
+def usage_of_json(body: bytes) -> Usage | None:
+    """The ``usage`` of an OpenAI answer, or None (not JSON, or none reported)."""
+    try:
+        return _usage_decoder.decode(body).usage
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def usage_of_sse(chunk: bytes) -> Usage | None:
+    """The last ``usage`` reported by the ``data:`` events in a chunk of an SSE stream."""
+    found: Usage | None = None
+    for line in chunk.split(b"\n"):
+        if line.startswith(b"data:") and b'"usage"' in line:
+            usage = usage_of_json(line[5:].strip())
+            if usage is not None:
+                found = usage
+    return found
