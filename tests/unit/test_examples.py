@@ -66,3 +66,23 @@ def test_invalid_example_fails_with_its_stated_problems(
         if p["file"] == shown
     }
     assert got == expected
+
+
+def test_the_locked_example_lints_clean(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    code, problems = _lint_json(capsys, "--strict", "examples/locked")
+    assert (code, problems) == (0, [])
+
+
+def test_a_bad_lock_file_fails_with_its_stated_problems(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    path = INVALID / "lock" / "models.lock"
+    code, problems = _lint_json(capsys, path.relative_to(ROOT).as_posix())
+    assert code == 1
+    got = {f"{p['line']}:{p['column']}: {p['path']}: {p['message']}" for p in problems}
+    assert got == _expected(path)
+    assert {p["file"] for p in problems} == {"examples/invalid/lock/models.lock"}

@@ -32,7 +32,8 @@ def test_wait_before_pass(now: float, first: float, last: float, quiet: float, w
     [("/m/a.yaml", True), ("/m/b.yml", True), ("/m/..data", True), ("/m/..data_tmp", True),
      ("/m/.heartbeat", False), ("/m/.a.yaml.swp", False), ("/m/.a.yaml.tmp", False),
      ("/m/a.yaml~", False), ("/m/notes.txt", False), ("/m/4913", False),
-     ("/m/..2026_11_30_19_00_00.123/a.yaml", True)],
+     ("/m/..2026_11_30_19_00_00.123/a.yaml", True), ("/m/models.lock", True),
+     ("/m/.models.lock.tmp", False)],
 )  # fmt: skip
 def test_only_what_the_loader_reads_is_an_event(path: str, relevant: bool) -> None:
     assert is_relevant(path) is relevant

@@ -35,10 +35,12 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from modelrunner.manifest.files import list_manifests
     from modelrunner.manifest.load import LoadResult, load_group
+    from modelrunner.manifest.lock import LOCK_FILE
 
     paths = [Path(p) for p in args.paths] or [Path("models.d")]
     # Names must be unique per folder (the set one host serves), so group by folder.
     groups: dict[Path, list[tuple[Path, str]]] = {}
+    locks: dict[Path, Path] = {}  # folder -> the lock file beside its manifests, as shown
     for path in paths:
         if path.is_dir():
             try:
@@ -46,14 +48,23 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise UsageError(f"mr lint: {path}: cannot list folder: {exc.strerror}") from None
             groups.setdefault(path.resolve(), []).extend((f, str(f)) for f in listed)
+            if (path / LOCK_FILE).exists():
+                locks[path.resolve()] = path
+        elif path.name == LOCK_FILE and path.exists():
+            locks[path.resolve().parent] = path.parent  # a lock file is checked, not loaded
         elif path.exists():
             groups.setdefault(path.resolve().parent, []).append((path, str(path)))
         else:
             raise UsageError(f"mr lint: {path}: no such file or folder")
 
     result = LoadResult()
-    for files in groups.values():
-        result.extend(load_group(files))
+    for folder, files in groups.items():
+        loaded = load_group(files)
+        result.extend(loaded)
+        if folder in locks:
+            result.problems.extend(_lock_problems(locks.pop(folder), loaded))
+    for shown in locks.values():  # lock files named without their folder's manifests
+        result.problems.extend(_lock_problems(shown, None))
     if args.inventory is not None:
         result.problems.extend(_inventory_problems(result, args.inventory))
     problems = sorted(result.problems, key=lambda p: (p.file, p.line, p.column, p.message))
@@ -73,6 +84,23 @@ def run(args: argparse.Namespace) -> int:
     )
     print(summary, file=sys.stderr)
     return 1 if errors else 0
+
+
+def _lock_problems(folder: Path, loaded: Any) -> list[Any]:
+    """The lock file's own problems, located; with the folder's manifests, also the
+    references it lacks (at the manifest's `model`) and the entries no manifest uses."""
+    from modelrunner.manifest.lock import folder_problems, lock_key, read_lock
+
+    lock, problems = read_lock(folder)
+    if lock is None or loaded is None or any(p.severity == "error" for p in problems):
+        return problems
+    uses: dict[str, tuple[str, int, int]] = {}
+    for manifest in loaded.manifests:
+        key = lock_key(manifest.spec.model)
+        if key is not None and key not in uses:
+            at = manifest.document.position(("model",))
+            uses[key] = (manifest.file, at.line, at.column)
+    return [*problems, *folder_problems(lock, uses)]
 
 
 def _inventory_problems(result: Any, inventory: Path) -> list[Any]:

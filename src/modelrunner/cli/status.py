@@ -26,7 +26,10 @@ def register(subparsers: Any) -> None:
         description="Compare the manifests of --models-dir with what the running server "
         "applied, like `terraform plan`, and estimate the memory of the models this host "
         "(MR_HOST_NAME, MR_HOST_LABELS) serves against its budget (MR_MEMORY_BUDGET). "
-        "Exit 0: nothing to do; 2: changes pending; 1: manifests have errors or the models "
+        "Drift is named too (a locked tag that moved in its registry, a served digest that is "
+        "not the locked one, a model failing on the host, a stored blob that no longer "
+        "matches its digest). Exit 0: nothing to do; 2: changes pending or drift; "
+        "1: manifests have errors or the models "
         "do not fit. With --fleet INVENTORY: per inventory host, the models it would serve "
         "and whether they fit; exit 1 when a host is over-committed or cannot run a model.",
     )
@@ -143,7 +146,9 @@ def run_plan(args: argparse.Namespace) -> int:
     import os
 
     from modelrunner.cli.fleet import host_memory_report, run_fleet
+    from modelrunner.cli.lock import gather_drift
     from modelrunner.manifest.load import load_folder
+    from modelrunner.manifest.lock import read_lock
     from modelrunner.placement import host_from_env
     from modelrunner.reconcile.changes import Keys
     from modelrunner.reconcile.desired import desired_state
@@ -173,11 +178,14 @@ def run_plan(args: argparse.Namespace) -> int:
         if m.get("phase") != "elsewhere"  # listed there, but not applied there
     }
     result = load_folder(folder)
-    state = desired_state(result, {name: o.file for name, o in observed.items()}, host_from_env())
+    lock, _ = read_lock(folder)
+    applied = {name: o.file for name, o in observed.items()}
+    state = desired_state(result, applied, host_from_env(), lock)
     actions = [a for a in plan(state, observed) if a.kind != "noop"]
     pending = [a for a in actions if a.kind != "hold"]
     here = [m for m in result.manifests if m.spec.name in state.models]
     memory_lines, fits, memory = host_memory_report(here, settings, os.environ)
+    drifts = gather_drift(folder, models, {n: d.file for n, d in state.models.items()})
     if args.format == "json":
         print(
             json.dumps(
@@ -188,6 +196,7 @@ def run_plan(args: argparse.Namespace) -> int:
                     "problems": [str(p) for p in result.problems],
                     "elsewhere": sorted(state.elsewhere),
                     "memory": memory,
+                    "drift": [d.as_json() for d in drifts],
                 },
                 indent=2,
             )
@@ -199,7 +208,11 @@ def run_plan(args: argparse.Namespace) -> int:
             print(
                 f"{_SYMBOL.get(action.kind, '?')} {action.kind:<8} {action.name}  ({action.reason})"
             )
+        for found in drifts:
+            print(f"! drift    {found.message}")
         print(f"{len(pending)} change(s) pending against {base}" if pending else "no changes")
+        if drifts:
+            print(f"{len(drifts)} drift(s) from what the repository says")
         if state.elsewhere:
             print(f"placed on other hosts: {', '.join(sorted(state.elsewhere))}")
         print("\n".join(memory_lines))
@@ -207,7 +220,7 @@ def run_plan(args: argparse.Namespace) -> int:
         print("mr plan: the models of this host do not fit its memory budget", file=sys.stderr)
     if result.errors or not fits:
         return 1
-    return 2 if pending else 0
+    return 2 if pending or drifts else 0
 
 
 def run_logs(args: argparse.Namespace) -> int:

@@ -70,7 +70,7 @@ class LoadResult:
         self.files.extend(other.files)
 
 
-def _problem(
+def located(
     file: str,
     at: Position,
     path: JsonPath,
@@ -97,12 +97,12 @@ def read_text(path: Path, shown: str) -> tuple[str | None, Problem | None]:
         with path.open("rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except IsADirectoryError:
-        return None, _problem(shown, start, (), "is a folder, not a manifest file", rule="io")
+        return None, located(shown, start, (), "is a folder, not a manifest file", rule="io")
     except OSError as exc:
-        return None, _problem(shown, start, (), f"cannot read: {exc.strerror}", rule="io")
+        return None, located(shown, start, (), f"cannot read: {exc.strerror}", rule="io")
     if len(raw) > MAX_FILE_BYTES:
         size = path.stat().st_size / (1024 * 1024)
-        return None, _problem(
+        return None, located(
             shown,
             start,
             (),
@@ -115,7 +115,7 @@ def read_text(path: Path, shown: str) -> tuple[str | None, Problem | None]:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
         column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
-        return None, _problem(
+        return None, located(
             shown,
             Position(line, column),
             (),
@@ -130,7 +130,7 @@ def load_file(path: Path, shown: str | None = None) -> LoadResult:
     text, problem = read_text(path, shown)
     if problem is not None or text is None:
         result = LoadResult(files=[shown])
-        result.problems.append(problem or _problem(shown, Position(1, 1), (), "unreadable"))
+        result.problems.append(problem or located(shown, Position(1, 1), (), "unreadable"))
         return result
     return load_text(text, shown, _stem(path.name))
 
@@ -141,13 +141,11 @@ def load_text(text: str, shown: str, stem: str | None = None) -> LoadResult:
     try:
         documents = parse_documents(text)
     except YamlSyntaxError as exc:
-        result.problems.append(_problem(shown, exc.position, (), exc.message, rule="yaml"))
+        result.problems.append(located(shown, exc.position, (), exc.message, rule="yaml"))
         return result
     if not documents:
         result.problems.append(
-            _problem(
-                shown, Position(1, 1), (), "file holds no manifest (it is empty)", rule="empty"
-            )
+            located(shown, Position(1, 1), (), "file holds no manifest (it is empty)", rule="empty")
         )
         return result
     for doc in documents:
@@ -162,7 +160,7 @@ def load_document(
     doc: YamlDocument, file: str, default_name: str | None
 ) -> tuple[LoadedManifest | None, list[Problem]]:
     problems = [
-        _problem(file, issue.position, issue.path, issue.message, rule=issue.rule)
+        located(file, issue.position, issue.path, issue.message, rule=issue.rule)
         for issue in doc.issues
     ]
     data = doc.data
@@ -170,12 +168,12 @@ def load_document(
         return None, problems  # the YAML could not be read; that problem says why
     if not isinstance(data, dict):
         got = "a list" if isinstance(data, list) else f"{type(data).__name__} {data!r}"[:80]
-        problems.append(_problem(file, doc.start, (), f"a manifest must be a mapping, got {got}"))
+        problems.append(located(file, doc.start, (), f"a manifest must be a mapping, got {got}"))
         return None, problems
     data = prepare(data, default_name)
     if "name" not in data:
         problems.append(
-            _problem(
+            located(
                 file,
                 doc.start,
                 (),
@@ -186,11 +184,11 @@ def load_document(
         if doc.is_unreadable(found.path):
             continue
         at = doc.position(found.path, at_key=found.at_key)
-        problems.append(_problem(file, at, found.path, found.message))
+        problems.append(located(file, at, found.path, found.message))
     for finding in checks.check_manifest(data):
         at = doc.position(finding.path, at_key=finding.at_key)
         problems.append(
-            _problem(
+            located(
                 file,
                 at,
                 finding.path,
@@ -205,7 +203,7 @@ def load_document(
         spec = msgspec.convert(data, ModelManifest)
     except msgspec.ValidationError as exc:
         # The agreement test keeps this unreachable; if it ever happens, still say where.
-        problems.append(_problem(file, doc.start, (), f"invalid manifest: {exc}", rule="spec"))
+        problems.append(located(file, doc.start, (), f"invalid manifest: {exc}", rule="spec"))
         return None, problems
     return LoadedManifest(spec=spec, file=file, document=doc), problems
 
@@ -239,7 +237,7 @@ def cross_check(manifests: Sequence[LoadedManifest]) -> tuple[list[LoadedManifes
         loaded = manifests[conflict.owner]
         at = loaded.document.position(conflict.path)
         problems.append(
-            _problem(loaded.file, at, conflict.path, conflict.message, rule="duplicate-name")
+            located(loaded.file, at, conflict.path, conflict.message, rule="duplicate-name")
         )
     bad = {c.owner for c in conflicts}
     return [m for i, m in enumerate(manifests) if i not in bad], problems

@@ -3,7 +3,8 @@
     in-place   applied to the running instance's routing: aliases, description, limits,
                keep_alive, preload, pull_policy
     restart    a new instance with the new settings replaces the old one
-    re-pull    the artifact may differ: pull (as the pull policy says), then restart
+    re-pull    the artifact may differ: pull (as the pull policy says), then restart; a new
+               digest for the reference in the lock file (models.lock) is one too
     placement  which hosts serve the model: no key of its own. On each host it decides
                whether the model is desired there at all (reconcile/desired.py), so an
                edit starts the model where it is newly placed and retires it, drained,
@@ -58,9 +59,9 @@ def _hash(spec: ModelManifest, change: ChangeClass) -> str:
     return hashlib.sha256(msgspec.json.encode(fields, order="sorted")).hexdigest()[:16]
 
 
-def keys(spec: ModelManifest) -> Keys:
-    return Keys(
-        in_place=_hash(spec, "in-place"),
-        restart=_hash(spec, "restart"),
-        pull=_hash(spec, "re-pull"),
-    )
+def keys(spec: ModelManifest, locked: str | None = None) -> Keys:
+    """``locked``: the digest the lock file pins the reference to; a new one is a re-pull."""
+    pull = _hash(spec, "re-pull")
+    if locked is not None:
+        pull = hashlib.sha256(f"{pull}@{locked}".encode()).hexdigest()[:16]
+    return Keys(in_place=_hash(spec, "in-place"), restart=_hash(spec, "restart"), pull=pull)

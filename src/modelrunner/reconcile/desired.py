@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modelrunner.manifest.load import LoadResult
+from modelrunner.manifest.lock import Lock
 from modelrunner.manifest.problems import Problem
 from modelrunner.manifest.spec import ModelManifest
 from modelrunner.placement import Host, describe, selects
@@ -27,6 +28,8 @@ class Desired:
     file: str
     content_hash: str
     keys: Keys
+    # The reference to pull when the lock file pins ``spec.model``: ``name:tag@digest``.
+    locked: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +41,21 @@ class DesiredState:
 
 
 def desired_state(
-    result: LoadResult, applied_files: Mapping[str, str], host: Host | None = None
+    result: LoadResult,
+    applied_files: Mapping[str, str],
+    host: Host | None = None,
+    lock: Lock | None = None,
 ) -> DesiredState:
     """``applied_files``: running model name -> the file it was last applied from;
-    ``host``: this host, whose placement decides (None: every manifest is for it)."""
+    ``host``: this host, whose placement decides (None: every manifest is for it);
+    ``lock``: the folder's lock file, whose digests are served instead of the tags."""
     failed = result.failed_files
-    everything = {
-        loaded.spec.name: Desired(loaded.spec, loaded.file, loaded.content_hash, keys(loaded.spec))
-        for loaded in result.manifests
-    }
+    everything = {}
+    for loaded in result.manifests:
+        pinned = lock.pinned(loaded.spec.model) if lock is not None else None
+        everything[loaded.spec.name] = Desired(
+            loaded.spec, loaded.file, loaded.content_hash, keys(loaded.spec, pinned), pinned
+        )
     here = {n: d for n, d in everything.items() if host is None or selects(d.spec.placement, host)}
     held = frozenset(
         name for name, file in applied_files.items() if file in failed and name not in everything

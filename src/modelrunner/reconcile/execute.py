@@ -23,6 +23,7 @@ from modelrunner.engines.restart import RetryPolicy
 from modelrunner.errors import ModelRunnerError
 from modelrunner.keep_alive import effective, idle_limit
 from modelrunner.manifest.load import load_folder
+from modelrunner.manifest.lock import read_lock
 from modelrunner.manifest.problems import Problem
 from modelrunner.manifest.spec import duration_seconds
 from modelrunner.model_files import ModelFiles, from_local_path
@@ -92,15 +93,16 @@ class Reconciler:
         """Read the folder and tell every model what its manifest says now."""
         started = time.perf_counter()
         result = await asyncio.to_thread(load_folder, self.settings.models_dir)
+        lock, lock_problems = await asyncio.to_thread(read_lock, self.settings.models_dir)
         targets = {
             name: w.state.target.file
             for name, w in self._workers.items()
             if w.state.target is not None
         }
-        state = desired_state(result, targets, self.host)
-        self._problems = state.problems
+        state = desired_state(result, targets, self.host, lock)
+        self._problems = (*state.problems, *lock_problems)
         self._elsewhere = state.elsewhere
-        for problem in state.problems:
+        for problem in self._problems:
             if problem.severity == "error":
                 log.warning("manifest problem: %s", problem)
         sighup, self._sighup = self._sighup, False
@@ -176,9 +178,13 @@ class Reconciler:
             )
         # The store resolves or pulls as the policy says ("always" pulls whenever the
         # reference may have moved: a create, a re-pull, a retry), and verifies the blobs
-        # the engine will load; a corrupted one is fetched again or refused.
+        # the engine will load; a corrupted one is fetched again or refused. A locked
+        # reference names a digest, which cannot move: stored, it needs no registry call.
         policy = spec.pull_policy or "if-not-present"
-        return await asyncio.to_thread(self.store.files_to_load, spec.model, policy, refresh)
+        if desired.locked is not None and policy == "always":
+            policy = "if-not-present"
+        ref = desired.locked or spec.model
+        return await asyncio.to_thread(self.store.files_to_load, ref, policy, refresh)
 
     def create(
         self, desired: Desired, files: ModelFiles, on_exit: Callable[[EngineProcess], None]

@@ -62,7 +62,9 @@ def plan_one(
         return Action(name, "create", pull=True, reason="new manifest")
     want, have = desired.keys, observed.keys
     if want.pull != have.pull:
-        return Action(name, "replace", pull=True, reason="the model reference changed")
+        return Action(
+            name, "replace", pull=True, reason="the model reference (or its locked digest) changed"
+        )
     if want.restart != have.restart:
         return Action(name, "replace", reason="engine settings changed")
     if observed.failed:

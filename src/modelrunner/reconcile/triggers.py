@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from modelrunner.manifest.files import is_manifest_name
+from modelrunner.manifest.lock import LOCK_FILE
 
 if TYPE_CHECKING:
     from modelrunner.settings import Settings
@@ -41,9 +42,10 @@ def wait_before_pass(now: float, first: float, last: float, quiet: float) -> flo
 
 
 def is_relevant(path: str) -> bool:
-    """An event the loader can see: a manifest file, or a ConfigMap's ``..data`` swap."""
+    """An event the loader can see: a manifest file, the lock file, or a ConfigMap's
+    ``..data`` swap."""
     name = Path(path).name
-    return is_manifest_name(name) or name.startswith("..data")
+    return is_manifest_name(name) or name == LOCK_FILE or name.startswith("..data")
 
 
 class Triggers:

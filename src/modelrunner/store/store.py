@@ -168,6 +168,11 @@ class Store(StoreBase):
     ) -> ModelFiles:
         return await asyncio.to_thread(self.pull, ref, progress)
 
+    def remote_digest(self, ref: str | Reference) -> tuple[str, str]:
+        """(manifest digest, weight format) the registry holds for ``ref`` now; downloads
+        only the manifest and the config blob."""
+        return transfers.resolve_remote(self, as_reference(ref))
+
     def push(self, ref: str | Reference, progress: Progress | None = None) -> str:
         """Upload a stored model to the registry its reference names; returns its digest."""
         return transfers.push(self, as_reference(ref), progress)

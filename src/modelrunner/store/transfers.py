@@ -131,3 +131,16 @@ def push(store: StoreBase, r: Reference, progress: Progress | None) -> str:
                 task.close()
         client.put_manifest(r.tag or digest, raw, where)
         return digest
+
+
+def resolve_remote(store: StoreBase, r: Reference) -> tuple[str, str]:
+    """(manifest digest, weight format) the registry has for ``r`` now, for ``mr lock``
+    and drift checks: the manifest and the small config blob, never the weights."""
+    where = r.familiar
+    client = store._client(r)
+    with store_lock(store.root, exclusive=False):
+        raw, digest = client.get_manifest(r.digest or r.tag or "latest", where)
+        manifest = parse_manifest(raw, where)
+        _fetch(store, client, manifest.config, where, NullProgress(), [])
+        config = parse_config(store.blobs.read(manifest.config.digest), manifest, where)
+    return digest, config.format
