@@ -121,17 +121,22 @@ async def _stub_main(port: int) -> None:
 
 # -- mr, serving a fixed registry ------------------------------------------------------
 def _serve_main(port: int, upstreams: list[str]) -> None:
-    from modelrunner.http.app import create_app
-    from modelrunner.http.server import serve
-    from modelrunner.metrics import Metrics
     from modelrunner.registry import Endpoint, Registry, ServedModel
-    from modelrunner.settings import Settings
-    from modelrunner.status import ModelStatus
 
     registry = Registry()
     for item in upstreams:
         name, url = item.split("=", 1)
         registry.publish(ServedModel(name, "llama.cpp", endpoint=Endpoint(name, "llama.cpp", url)))
+    serve_registry(port, registry)
+
+
+def serve_registry(port: int, registry: Any) -> None:
+    """mr's app (as `mr serve` runs it) over a fixed registry, every model ready."""
+    from modelrunner.http.app import create_app
+    from modelrunner.http.server import serve
+    from modelrunner.metrics import Metrics
+    from modelrunner.settings import Settings
+    from modelrunner.status import ModelStatus
 
     class Ready:
         def snapshot(self) -> list[ModelStatus]:

@@ -50,6 +50,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=reg,
         )
+        self.revision_requests = Counter(
+            "mr_revision_requests",
+            "Requests per model revision (X-Model-Revision), by outcome: ok, or error (5xx, "
+            "engine failure, timeout); a canary and the revision it may replace side by side.",
+            ("model", "revision", "outcome"),
+            registry=reg,
+        )
         self.tokens = Counter(
             "mr_tokens",
             "Tokens the engines reported in their usage, by model and kind (prompt, completion).",
@@ -102,6 +109,9 @@ class Metrics:
     def record_request(self, route: str, model: str, status: int, seconds: float) -> None:
         self.requests.labels(route, model, str(status)).inc()
         self.latency.labels(route, model).observe(seconds)
+
+    def record_revision(self, model: str, revision: str, failed: bool) -> None:
+        self.revision_requests.labels(model, revision, "error" if failed else "ok").inc()
 
     def add_tokens(self, model: str, prompt: int, completion: int) -> None:
         if prompt > 0:

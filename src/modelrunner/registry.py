@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from modelrunner.errors import ModelUnavailable, UnknownModel
 from modelrunner.gate import Gate
+from modelrunner.rollout import session_to_canary, to_canary
 
 
 @dataclass(eq=False)
@@ -32,6 +33,8 @@ class Endpoint:
     # A request's keep_alive (Ollama routes), seconds, replacing the manifest's for this
     # instance from then on; a new instance (manifest change, reload) starts without it.
     keep_alive: float | None = None
+    revision: str = ""  # short id of the manifest it was started from (X-Model-Revision)
+    errors: int = 0  # requests that ended in a 5xx, an engine failure or a timeout
     _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +60,21 @@ class Endpoint:
         return True
 
 
+@dataclass(eq=False)
+class Split:
+    """A canary beside the serving instance: ``percent`` of the requests go to it."""
+
+    canary: Endpoint
+    percent: int
+    routed: int = 0  # requests routed without a session since the canary began
+
+    def pick(self, stable: Endpoint, session: str | None) -> Endpoint:
+        if session:
+            return self.canary if session_to_canary(session, self.percent) else stable
+        n, self.routed = self.routed, self.routed + 1
+        return self.canary if to_canary(n, self.percent) else stable
+
+
 @dataclass(frozen=True)
 class ServedModel:
     name: str
@@ -71,6 +89,7 @@ class ServedModel:
     request_timeout: float | None = None
     # Set for a model in standby (not loaded): a request calls it to have the model loaded.
     activate: Callable[[], None] | None = None
+    split: Split | None = None  # a canary rollout in progress
 
 
 class Registry:
@@ -111,8 +130,12 @@ class Registry:
         return sorted(self._models.values(), key=lambda m: m.name)
 
     @contextmanager
-    def acquire(self, name: str) -> Iterator[tuple[ServedModel, Endpoint]]:
-        """The model and endpoint to send one request to, counted while in use."""
+    def acquire(
+        self, name: str, session: str | None = None
+    ) -> Iterator[tuple[ServedModel, Endpoint]]:
+        """The model and endpoint to send one request to, counted while in use; during a
+        canary, the endpoint its split picks (``session``: X-Session-Id). An exception
+        out of the block counts as a failed request of that endpoint."""
         model = self.lookup(name)
         endpoint = model.endpoint
         if endpoint is None:
@@ -120,8 +143,15 @@ class Registry:
             if model.activate is not None:
                 model.activate()  # load on demand; the client retries after Retry-After
             raise ModelUnavailable(f"The model '{model.name}' {reason}", retry_after=2.0)
+        if model.split is not None:
+            endpoint = model.split.pick(endpoint, session)
         endpoint.enter()
         try:
             yield model, endpoint
+        except asyncio.CancelledError:
+            raise  # the client went away: not the engine's failure
+        except Exception:
+            endpoint.errors += 1
+            raise
         finally:
             endpoint.leave()

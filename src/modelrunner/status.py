@@ -26,6 +26,24 @@ Phase = Literal[
 ]
 
 
+Role = Literal["stable", "canary"]
+RolloutPhase = Literal["canary", "promoted", "rolled back", "replaced"]
+
+
+class RevisionCounts(msgspec.Struct, frozen=True, kw_only=True):
+    revision: str  # X-Model-Revision
+    role: Role
+    percent: int  # share of the model's requests it takes
+    requests: int  # requests it answered since it started
+    errors: int  # of which failed (5xx, engine failures, timeouts)
+
+
+class Rollout(msgspec.Struct, frozen=True, kw_only=True):
+    phase: RolloutPhase
+    detail: str | None = None  # the verdict so far, or how it ended
+    revisions: tuple[RevisionCounts, ...] = ()
+
+
 class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     aliases: tuple[str, ...] = ()
@@ -50,6 +68,8 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     # `mr rm --force` removed the model while it was served: it keeps serving from files
     # the store keeps until the instance stops (then they are deleted).
     removed_from_store: bool = False
+    revision: str | None = None  # short id of the applied manifest (X-Model-Revision)
+    rollout: Rollout | None = None  # the manifest's canary rollout, when it has one
 
 
 class StatusSource(Protocol):

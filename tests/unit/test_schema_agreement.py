@@ -25,6 +25,7 @@ FIELDS = [
     "dtype", "size", "steps", "max_concurrent_requests", "request_timeout",
     "placement", "hosts", "match_labels", "pipeline_parallel_size",
     "distributed_executor_backend", "ray_address",
+    "rollout", "canary_percent", "window", "max_error_rate", "min_requests",
 ]  # fmt: skip
 
 
@@ -81,6 +82,7 @@ scalars = (
     | st.sampled_from([2.0, 1.0, 0.5, 1e300, 10**20])
     | st.sampled_from(["", "vllm", "llama.cpp", "512x512", "5m", "-1", "0", "--seed", "1", "a_b"])
     | st.sampled_from(["gpu-1", "h100", "ray", "mp", "auto", "10.0.0.5:6379", "a.b/c", "-x"])
+    | st.sampled_from(["30s", "300", "1h30m", "5m\n", 0.02, -0.1, 101, 50])
     | st.text(max_size=12)
 )
 values = st.recursive(

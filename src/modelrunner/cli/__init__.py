@@ -16,7 +16,17 @@ from modelrunner import __version__
 from modelrunner.errors import ModelRunnerError, UsageError
 
 # Subcommand modules, in the order `mr --help` lists them.
-COMMAND_MODULES = ("lint", "lock", "serve", "status", "store", "engines", "run", "requests")
+COMMAND_MODULES = (
+    "lint",
+    "lock",
+    "serve",
+    "status",
+    "rollout",
+    "store",
+    "engines",
+    "run",
+    "requests",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -123,6 +123,8 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"\n{m['name']}: placed on {m['placement']}")
         if m.get("cluster"):
             print(f"\n{m['name']}: uses the Ray cluster at {m['cluster']}")
+        if m.get("rollout"):
+            print(f"\n{m['name']}: {_rollout_lines(m['rollout'])}")
         if m.get("last_error"):
             print(f"\n{m['name']}: {m['last_error']}")
         if m.get("removed_from_store"):
@@ -137,6 +139,35 @@ def run_status(args: argparse.Namespace) -> int:
             where = f"{p['file']}:{p['line']}:{p['column']}: {p['path']}"
             print(f"  {where}: {p['severity']}: {p['message']}")
     return 0
+
+
+def _rollout_notes(actions: Any, state: Any, memory: dict[str, Any]) -> dict[str, str]:
+    """Per replaced model with a rollout: a canary, or a plain replace when this host's
+    memory cannot hold both revisions (said before it happens)."""
+    from modelrunner.rollout import fits_twice, plan_note
+
+    needs = {n: (m["need_bytes"], m["device"]) for n, m in memory["models"].items()}
+    budgets = {"ram": memory["budget_bytes"], "gpu": memory["gpu_budget_bytes"]}
+    notes = {}
+    for action in actions:
+        desired = state.models.get(action.name)
+        rollout = desired.spec.rollout if desired is not None else None
+        if action.kind == "replace" and rollout is not None and action.name in needs:
+            fits = fits_twice(action.name, needs, budgets)
+            notes[action.name] = plan_note(rollout.canary_percent, rollout.window, fits)
+    return notes
+
+
+def _rollout_lines(rollout: dict[str, Any]) -> str:
+    """``canary (canary: 3 of 40 requests failed ...)`` and a line per revision."""
+    detail = f" ({rollout['detail']})" if rollout.get("detail") else ""
+    lines = [f"rollout {rollout['phase']}{detail}"]
+    for r in rollout.get("revisions") or []:
+        lines.append(
+            f"  {r['role']:<6} {r['revision']}  {r['percent']:>3}%  "
+            f"{r['requests']} requests, {r['errors']} failed"
+        )
+    return "\n".join(lines)
 
 
 _SYMBOL = {"create": "+", "replace": "~", "update": "~", "retire": "-", "hold": "!", "retry": "~"}
@@ -186,12 +217,19 @@ def run_plan(args: argparse.Namespace) -> int:
     here = [m for m in result.manifests if m.spec.name in state.models]
     memory_lines, fits, memory = host_memory_report(here, settings, os.environ)
     drifts = gather_drift(folder, models, {n: d.file for n, d in state.models.items()})
+    notes = _rollout_notes(actions, state, memory)
     if args.format == "json":
         print(
             json.dumps(
                 {
                     "actions": [
-                        {"model": a.name, "action": a.kind, "reason": a.reason} for a in actions
+                        {
+                            "model": a.name,
+                            "action": a.kind,
+                            "reason": a.reason,
+                            "rollout": notes.get(a.name),
+                        }
+                        for a in actions
                     ],
                     "problems": [str(p) for p in result.problems],
                     "elsewhere": sorted(state.elsewhere),
@@ -205,9 +243,9 @@ def run_plan(args: argparse.Namespace) -> int:
         for problem in result.problems:
             print(problem, file=sys.stderr)
         for action in actions:
-            print(
-                f"{_SYMBOL.get(action.kind, '?')} {action.kind:<8} {action.name}  ({action.reason})"
-            )
+            note = notes.get(action.name)
+            reason = f"{action.reason}; {note}" if note else action.reason
+            print(f"{_SYMBOL.get(action.kind, '?')} {action.kind:<8} {action.name}  ({reason})")
         for found in drifts:
             print(f"! drift    {found.message}")
         print(f"{len(pending)} change(s) pending against {base}" if pending else "no changes")

@@ -27,6 +27,7 @@ from modelrunner.http.errors import exception_handler
 from modelrunner.http.inspector.recorder import Recorder
 from modelrunner.http.inspector.routes import inspector_handlers
 from modelrunner.http.keys import KeyCheck, check_settings
+from modelrunner.http.management.rollout import RolloutControl, rollout_handlers
 from modelrunner.http.management.routes import ModelControl, management_handlers
 from modelrunner.http.management.status_routes import admin_handlers
 from modelrunner.http.ollama.routes import ollama_handlers
@@ -102,6 +103,7 @@ def create_app(
             *openai_handlers(forwarder, fast),
             *admin_handlers(forwarder, status, keys),
             *management_handlers(settings, registry, status, store, control),
+            *rollout_handlers(registry, control if isinstance(control, RolloutControl) else None),
             *inspector_handlers(forwarder.recorder),
             *responses_handlers(calls, forwarder.recorder),
             *translated,

@@ -112,7 +112,8 @@ def _describe(error: ValidationError, document: Any) -> Iterator[SchemaProblem]:
                 yield SchemaProblem(path, f"missing required key {key!r}")
     elif keyword == "type":
         expected = " or ".join(value) if isinstance(value, list) else value
-        yield SchemaProblem(path, f"expected {_article(expected)}, got {_shown(instance)}")
+        hint = f" ({sub['x-type-hint']})" if "x-type-hint" in sub else ""
+        yield SchemaProblem(path, f"expected {_article(expected)}{hint}, got {_shown(instance)}")
     elif keyword == "enum":
         options = ", ".join(repr(v) for v in value)
         message = f"must be one of {options}; got {_shown(instance)}"

@@ -24,6 +24,8 @@ ModelName = Annotated[
 Duration = (
     Annotated[int, Meta(ge=-1)] | Annotated[str, Meta(pattern=r"^(-1|0|([0-9]+(ms|s|m|h|d))+)$")]
 )
+# A canary's window always names its unit: "300" could be read as seconds or minutes.
+WindowDuration = Annotated[str, Meta(max_length=64, pattern=r"^([0-9]+(ms|s|m|h|d))+$(?!\n)")]
 PullPolicy = Literal["always", "if-not-present", "never"]
 EnvName = Annotated[str, Meta(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 # An existing Ray cluster's GCS address (host:port), or "auto" (the cluster of this node).
@@ -110,6 +112,17 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     request_timeout: Duration | None = None
 
 
+class Rollout(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A restart-class change starts as a canary beside the serving revision (see
+    modelrunner.reconcile.canary): promoted after ``window`` if its error rate is at most
+    ``max_error_rate`` over at least ``min_requests`` requests, rolled back otherwise."""
+
+    canary_percent: Annotated[int, Meta(ge=1, le=100)]
+    window: WindowDuration
+    max_error_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    min_requests: Annotated[int, Meta(ge=1, le=1_000_000_000)] = 1
+
+
 class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Which hosts serve the model (see modelrunner.placement): both criteria must hold."""
 
@@ -148,6 +161,7 @@ class ModelManifest(
     keep_alive: Duration | None = None
     limits: Limits | None = None
     placement: Placement | None = None
+    rollout: Rollout | None = None
     runtime_flags: Annotated[
         tuple[Annotated[str, Meta(min_length=1, max_length=256)], ...], Meta(max_length=64)
     ] = ()

@@ -1,7 +1,7 @@
 """Change classes: what an edit of each manifest field costs.
 
     in-place   applied to the running instance's routing: aliases, description, limits,
-               keep_alive, preload, pull_policy
+               keep_alive, preload, pull_policy, rollout (it shapes the next restart)
     restart    a new instance with the new settings replaces the old one
     re-pull    the artifact may differ: pull (as the pull policy says), then restart; a new
                digest for the reference in the lock file (models.lock) is one too
@@ -34,6 +34,7 @@ FIELD_CLASS: Final[dict[str, ChangeClass]] = {
     "keep_alive": "in-place",
     "preload": "in-place",
     "pull_policy": "in-place",
+    "rollout": "in-place",
     "placement": "placement",
     "model": "re-pull",
     "engine": "restart",

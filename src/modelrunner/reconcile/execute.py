@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from modelrunner import estimate, reference
 from modelrunner.engines.restart import RetryPolicy
 from modelrunner.errors import ModelRunnerError
@@ -31,7 +33,7 @@ from modelrunner.placement import Host, host_from_env
 from modelrunner.reconcile import lifecycle as lc
 from modelrunner.reconcile.admission import Resident, evictions
 from modelrunner.reconcile.desired import DesiredState, desired_state, elsewhere_status
-from modelrunner.reconcile.views import served_view, status_view
+from modelrunner.reconcile.views import rollout_view, served_view, status_view
 from modelrunner.reconcile.worker import ModelWorker
 from modelrunner.registry import Registry
 from modelrunner.status import ModelStatus
@@ -85,6 +87,7 @@ class Reconciler:
         self._budget = budget
         self._gpus: tuple[int, ...] = ()
         self._reserved: dict[tuple[str, int], estimate.Estimate] = {}
+        self._beside: dict[tuple[str, int], bool] = {}  # admitted beside its own old instance
         self._admitting = asyncio.Lock()
         self._closing = False  # shutting down: nothing is published any more
 
@@ -141,6 +144,7 @@ class Reconciler:
             gate=worker.gate,
             activate=lambda: worker.send(lc.RequestArrived()),
             created=worker.created,
+            split=worker.split(),
         )
         if served is None:
             self.registry.withdraw(name)
@@ -148,6 +152,9 @@ class Reconciler:
             self.registry.publish(served)
         previous = self._status.get(name)
         status = status_view(state, running, previous, time.time())
+        if status is not None:
+            rollout = rollout_view(state, running, worker.canary(), worker.judgement)
+            status = msgspec.structs.replace(status, rollout=rollout)
         if status is None:
             self._status.pop(name, None)
             if self.metrics is not None and previous is not None:
@@ -236,9 +243,29 @@ class Reconciler:
                 )
                 return estimate.admission(need, in_use, budget) or "does not fit in memory"
             self._reserved[(name, attempt)] = need
+            if desired.spec.rollout is not None:
+                self._beside[(name, attempt)] = self._fits_beside(name, attempt, need, budget)
             return None
 
+    def _fits_beside(
+        self, name: str, attempt: int, need: estimate.Estimate, budget: estimate.Budget
+    ) -> bool:
+        """A canary runs beside the model's own serving instance for its whole window, so
+        that one counts here (a plain replacement leaves it out: it drains at once)."""
+        own = sum(
+            r.need or 0
+            for (n, a), r in self._reserved.items()
+            if n == name and a != attempt and r.device == need.device
+        )
+        others = sum(r.need for r in self._residents(exclude=name) if r.device == need.device)
+        return estimate.admission(need, others + own, budget) is None
+
+    def beside(self, name: str, attempt: int) -> bool:
+        """Memory admitted ``attempt`` beside the model's serving instance (a canary)."""
+        return self._beside.pop((name, attempt), False)
+
     def release(self, name: str, attempt: int) -> None:
+        self._beside.pop((name, attempt), None)
         if self._reserved.pop((name, attempt), None) is None:
             return
         loop = asyncio.get_running_loop()
@@ -334,6 +361,11 @@ class Reconciler:
             return False
         worker.send(lc.Idle())
         return True
+
+    def end_rollout(self, name: str, promote: bool) -> bool:
+        """``mr rollout promote|abort NAME``: False when the model has no canary now."""
+        worker = self._workers.get(name)
+        return worker is not None and worker.end_rollout(promote)
 
     def problems(self) -> list[Problem]:
         return list(self._problems)

@@ -18,6 +18,12 @@ There is one retry policy, here: a failed attempt is retried after a backoff; a 
 that ends the same way (signal or exit code, in the same phase) three times in a row is a
 deterministic crash and is not retried until its manifest or its files change, or SIGHUP;
 a start refused for memory waits until memory frees.
+
+A manifest with ``rollout`` makes a restart-class change a canary when memory admitted
+both revisions (``Ready.beside``): the new instance serves beside the old one (``canary``)
+until the worker's judge (``modelrunner.rollout.verdict``) or an operator sends
+``Promote`` (the old one drains) or ``RollBack`` (the canary drains; the target waits,
+like a deterministic crash, for a new manifest or SIGHUP).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from modelrunner.model_files import ModelFiles
 from modelrunner.reconcile.desired import Desired
 
 Phase = Literal["absent", "pulling", "starting", "serving", "standby", "draining", "failed"]
-Waiting = Literal["timer", "memory", "fix"]
+Waiting = Literal["timer", "memory", "fix", "rollback"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,8 @@ class ModelState:
     timer: int = 0  # token of the retry timer that counts
     stamp: str | None = None  # the model files' stamp when it gave up (waiting "fix")
     demand: bool | None = None  # None: as ``preload`` says; True: a request came; False: idle
+    canary: Instance | None = None  # a new revision serving beside ``serving`` (rollout)
+    rollout: str | None = None  # how the last rollout ended (promoted, rolled back, replaced)
 
 
 # -- events ---------------------------------------------------------------------------
@@ -97,6 +105,23 @@ class PullFailed:
 @dataclass(frozen=True, slots=True)
 class Ready:
     attempt: int
+    beside: bool = False  # memory admitted it beside the serving instance (a canary can run)
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """The canary passed (or an operator said so): it takes every request."""
+
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollBack:
+    """The canary failed (or an operator aborted it): it is retired, the old one stays."""
+
+    attempt: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +180,8 @@ Event = (
     | Drained
     | RetryTimer
     | MemoryFreed
+    | Promote
+    | RollBack
 )
 
 
@@ -207,7 +234,14 @@ class Timer:
     token: int
 
 
-Effect = Pull | Spawn | Abort | Drain | Stop | Timer
+@dataclass(frozen=True, slots=True)
+class Judge:
+    """Watch the canary's requests and send ``Promote`` or ``RollBack`` when it is due."""
+
+    attempt: int
+
+
+Effect = Pull | Spawn | Abort | Drain | Stop | Timer | Judge
 Result = tuple[ModelState, tuple[Effect, ...]]
 
 
@@ -261,6 +295,8 @@ def _observe(s: ModelState, event: Event, policy: RetryPolicy) -> Result:
                 demand=None,
             ), ()
         case Retry(sighup, stamp):
+            if s.waiting == "rollback" and not sighup:
+                return s, ()
             if s.waiting == "fix" and not sighup and (stamp is None or stamp == s.stamp):
                 return s, ()
             if s.waiting is not None:
@@ -275,20 +311,35 @@ def _observe(s: ModelState, event: Event, policy: RetryPolicy) -> Result:
             return replace(s, phase="starting"), (Spawn(attempt, trying, files),)
         case PullFailed(attempt, error) if attempt == s.attempt and s.phase == "pulling":
             return _failed(s, error, None, memory=False, stamp=None, policy=policy)
-        case Ready(attempt) if attempt == s.attempt and s.phase == "starting":
+        case Ready(attempt, beside) if attempt == s.attempt and s.phase == "starting":
             assert s.trying is not None and s.files is not None
+            new = Instance(attempt, s.trying, s.files)
+            started = replace(s, phase="serving", trying=None, error=None, failures=0)
+            started = replace(started, last_exit=None, same_exits=0)
+            if s.trying.spec.rollout is not None and s.serving is not None:
+                if beside:
+                    return replace(started, canary=new, rollout=None), (Judge(attempt),)
+                started = replace(started, rollout="replaced without a canary: memory does "
+                                  "not allow two revisions")  # fmt: skip
             old = (s.serving,) if s.serving is not None else ()
-            return replace(
-                s,
-                phase="serving",
-                serving=Instance(attempt, s.trying, s.files),
-                trying=None,
-                draining=s.draining + old,
-                error=None,
-                failures=0,
-                last_exit=None,
-                same_exits=0,
-            ), tuple(Drain(i.attempt) for i in old)
+            return replace(started, serving=new, draining=s.draining + old), tuple(
+                Drain(i.attempt) for i in old
+            )
+        case Promote(attempt, reason) if s.canary is not None and s.canary.attempt == attempt:
+            assert s.serving is not None
+            previous = s.serving
+            promoted = replace(s, serving=s.canary, canary=None, rollout=reason)
+            return replace(promoted, draining=(*s.draining, previous)), (Drain(previous.attempt),)
+        case RollBack(attempt, reason) if s.canary is not None and s.canary.attempt == attempt:
+            return _rolled_back(s, reason), (Drain(attempt),)
+        case Exited(attempt, error) if s.canary is not None and s.canary.attempt == attempt:
+            reason = f"rolled back: the new revision's engine ended: {error}"
+            return replace(_rolled_back(s, reason), draining=s.draining), (Stop(attempt),)
+        case Exited(attempt, error) if (
+            s.canary is not None and s.serving is not None and s.serving.attempt == attempt
+        ):
+            reason = f"promoted: the previous revision's engine ended: {error}"
+            return replace(s, serving=s.canary, canary=None, rollout=reason), (Stop(attempt),)
         case StartFailed(attempt, error, exit, memory, stamp) if (
             attempt == s.attempt and s.phase == "starting"
         ):
@@ -320,6 +371,19 @@ def _observe(s: ModelState, event: Event, policy: RetryPolicy) -> Result:
         case MemoryFreed() if s.waiting == "memory":
             return replace(s, waiting=None), ()
     return s, ()  # stale (an aborted attempt's news) or nothing to do
+
+
+def _rolled_back(s: ModelState, reason: str) -> ModelState:
+    """The canary is retired; its target waits for a new manifest (or SIGHUP)."""
+    assert s.canary is not None
+    return replace(
+        s,
+        canary=None,
+        draining=(*s.draining, s.canary),
+        error=reason,
+        rollout=reason,
+        waiting="rollback",
+    )
 
 
 def _failed(
@@ -371,12 +435,13 @@ def _converge(s: ModelState) -> Result:
         if in_flight:
             effects.append(Abort(s.attempt))
         draining = s.draining
-        if s.serving is not None:
-            effects.append(Drain(s.serving.attempt))
-            draining = (*draining, s.serving)
+        for instance in (s.serving, s.canary):
+            if instance is not None:
+                effects.append(Drain(instance.attempt))
+                draining = (*draining, instance)
         phase: Phase = "draining" if draining else "absent"
         gone = replace(s, phase=phase, serving=None, trying=None, draining=draining, waiting=None)
-        return gone, tuple(effects)
+        return replace(gone, canary=None), tuple(effects)
     if in_flight:
         assert s.trying is not None
         if same_instance(s.trying, target):
@@ -384,6 +449,12 @@ def _converge(s: ModelState) -> Result:
         # The target moved on: the attempt in flight is for nothing, start the new one now.
         effects.append(Abort(s.attempt))
         s = replace(s, phase="failed" if s.serving is None else "serving", trying=None)
+    if s.canary is not None:
+        if same_instance(s.canary.desired, target):  # the canary goes on; edits ride along
+            return replace(s, canary=replace(s.canary, desired=target)), tuple(effects)
+        # The target moved on during the canary: retire it, then as without one.
+        effects.append(Drain(s.canary.attempt))
+        s = replace(s, canary=None, draining=(*s.draining, s.canary))
     serving = s.serving
     if serving is not None and same_instance(serving.desired, target):
         if _wants_loaded(s, target):

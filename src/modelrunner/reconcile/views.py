@@ -14,8 +14,8 @@ from modelrunner.gate import Gate
 from modelrunner.manifest.spec import duration_seconds
 from modelrunner.placement import describe
 from modelrunner.reconcile.lifecycle import ModelState, applied
-from modelrunner.registry import Endpoint, ServedModel
-from modelrunner.status import ModelStatus, Phase
+from modelrunner.registry import Endpoint, ServedModel, Split
+from modelrunner.status import ModelStatus, Phase, RevisionCounts, Role, Rollout, RolloutPhase
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,7 @@ def status_view(
         file=desired.file,
         content_hash=desired.content_hash,
         reference=spec.model,
+        revision=desired.content_hash[:12],
         keep_alive=spec.keep_alive,
         digest=files.digest if files is not None else None,
         last_error=last_error(state),
@@ -108,6 +109,7 @@ def served_view(
     gate: Gate,
     activate: Callable[[], None],
     created: float,
+    split: Split | None = None,
 ) -> ServedModel | None:
     """The registry entry; None withdraws the model (requests get 404)."""
     desired = applied(state)
@@ -127,9 +129,44 @@ def served_view(
         embeddings=bool(spec.llama_cpp and spec.llama_cpp.embeddings),
     )
     if running is not None:
-        return replace(entry, engine=running.engine, endpoint=running.endpoint)
+        return replace(entry, engine=running.engine, endpoint=running.endpoint, split=split)
     return replace(
         entry,
         unavailable_reason=_unavailable(state),
         activate=activate if state.phase == "standby" else None,
+    )
+
+
+def rollout_view(
+    state: ModelState, stable: Running | None, canary: Running | None, judgement: str | None
+) -> Rollout | None:
+    """The rollout as ``mr status`` shows it: phase, the verdict so far (or how it ended),
+    and per revision its share and counts."""
+    if state.canary is not None and canary is not None:
+        rollout = state.canary.desired.spec.rollout
+        percent = rollout.canary_percent if rollout is not None else 0
+        revisions = [_counts(canary, "canary", percent)]
+        if stable is not None:
+            revisions.insert(0, _counts(stable, "stable", 100 - percent))
+        return Rollout(phase="canary", detail=judgement, revisions=tuple(revisions))
+    if state.rollout is None:
+        return None
+    ended = state.rollout
+    phase: RolloutPhase = "replaced"
+    if ended.startswith("promoted"):
+        phase = "promoted"
+    elif ended.startswith("rolled back"):
+        phase = "rolled back"
+    counts = (_counts(stable, "stable", 100),) if stable is not None else ()
+    return Rollout(phase=phase, detail=ended, revisions=counts)
+
+
+def _counts(running: Running, role: Role, percent: int) -> RevisionCounts:
+    endpoint = running.endpoint
+    return RevisionCounts(
+        revision=endpoint.revision,
+        role=role,
+        percent=percent,
+        requests=endpoint.served,
+        errors=endpoint.errors,
     )

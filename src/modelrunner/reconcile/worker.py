@@ -20,9 +20,11 @@ from modelrunner.engines.exits import Exit
 from modelrunner.engines.restart import RetryPolicy
 from modelrunner.errors import EngineStartFailed, ModelRunnerError
 from modelrunner.gate import Gate
+from modelrunner.manifest.spec import duration_seconds
 from modelrunner.reconcile import lifecycle as lc
 from modelrunner.reconcile.views import Running
-from modelrunner.registry import Endpoint
+from modelrunner.registry import Endpoint, Split
+from modelrunner.rollout import verdict
 
 if TYPE_CHECKING:
     from modelrunner.engines.process import EngineProcess
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from modelrunner.reconcile.desired import Desired
 
 log = logging.getLogger("modelrunner.reconcile")
+JUDGE_EVERY = 0.25  # seconds between two looks at a canary's counts
 
 
 class Host(Protocol):
@@ -43,6 +46,7 @@ class Host(Protocol):
         self, name: str, attempt: int, desired: Desired, files: ModelFiles
     ) -> Awaitable[str | None]: ...
     def release(self, name: str, attempt: int) -> None: ...
+    def beside(self, name: str, attempt: int) -> bool: ...
     def create(
         self, desired: Desired, files: ModelFiles, on_exit: Callable[[EngineProcess], None]
     ) -> EngineProcess: ...
@@ -66,6 +70,8 @@ class ModelWorker:
         self._endpoints: dict[int, Endpoint] = {}
         self._pinned: dict[int, ModelFiles] = {}
         self._timers: list[asyncio.TimerHandle] = []
+        self._split: Split | None = None
+        self.judgement: str | None = None  # the canary's verdict so far, for the status
 
     # -- what the reconciler reads ---------------------------------------------
     @property
@@ -82,6 +88,37 @@ class ModelWorker:
         if instance is None or endpoint is None:
             return None
         return Running(instance.instance_id, instance.engine, endpoint)
+
+    def canary(self) -> Running | None:
+        canary = self.state.canary
+        instance = self._instances.get(canary.attempt) if canary is not None else None
+        endpoint = self._endpoints.get(canary.attempt) if canary is not None else None
+        if instance is None or endpoint is None:
+            return None
+        return Running(instance.instance_id, instance.engine, endpoint)
+
+    def split(self) -> Split | None:
+        """The registry's split while a canary serves (kept across publishes: it counts)."""
+        canary, running = self.state.canary, self.canary()
+        rollout = canary.desired.spec.rollout if canary is not None else None
+        if running is None or rollout is None:
+            self._split = None
+            return None
+        if self._split is None or self._split.canary is not running.endpoint:
+            self._split = Split(running.endpoint, rollout.canary_percent)
+        self._split.percent = rollout.canary_percent  # an in-place edit applies now
+        return self._split
+
+    def end_rollout(self, promote: bool) -> bool:
+        """``mr rollout promote|abort``: False when no canary is in progress."""
+        canary = self.state.canary
+        if canary is None:
+            return False
+        if promote:
+            self.send(lc.Promote(canary.attempt, "promoted by hand (mr rollout promote)"))
+        else:
+            self.send(lc.RollBack(canary.attempt, "rolled back by hand (mr rollout abort)"))
+        return True
 
     def holds(self, digest: str) -> bool:
         """An instance of this model still uses the files of ``digest``."""
@@ -122,6 +159,37 @@ class ModelWorker:
             case lc.Timer(seconds, token):
                 loop = asyncio.get_running_loop()
                 self._timers.append(loop.call_later(seconds, self.send, lc.RetryTimer(token)))
+            case lc.Judge(attempt):
+                self.judgement = None
+                self._judge(attempt, time.monotonic())
+
+    def _judge(self, attempt: int, started: float) -> None:
+        """Look at the canary's counts; promote or roll back when the verdict says so."""
+        canary = self.state.canary
+        endpoint = self._endpoints.get(attempt)
+        if canary is None or canary.attempt != attempt or endpoint is None:
+            return  # ended meanwhile
+        rollout = canary.desired.spec.rollout
+        if rollout is None:  # the manifest dropped its rollout: promote
+            self.send(lc.Promote(attempt, "promoted: the manifest has no rollout any more"))
+            return
+        found = verdict(
+            endpoint.served,
+            endpoint.errors,
+            time.monotonic() - started,
+            duration_seconds(rollout.window, 0.0),
+            rollout.max_error_rate,
+            rollout.min_requests,
+        )
+        self.judgement = found.reason
+        if found.decision == "promote":
+            self.send(lc.Promote(attempt, found.reason))
+        elif found.decision == "rollback":
+            self.send(lc.RollBack(attempt, found.reason))
+        else:
+            self.host.publish(self)  # the status shows the counts as they grow
+            loop = asyncio.get_running_loop()
+            self._timers.append(loop.call_later(JUDGE_EVERY, self._judge, attempt, started))
 
     def _task(self, coro: Awaitable[None], attempt: int) -> asyncio.Task[None]:
         async def run() -> None:
@@ -197,11 +265,14 @@ class ModelWorker:
             self.send(lc.StartFailed(attempt, f"internal error: {exc!r}", stamp=stamp))
             return
         self._endpoints[attempt] = Endpoint(
-            instance.instance_id, instance.engine, instance.base_url
+            instance.instance_id,
+            instance.engine,
+            instance.base_url,
+            revision=desired.content_hash[:12],
         )
         self.host.pin(files)
         self._pinned[attempt] = files
-        self.send(lc.Ready(attempt))
+        self.send(lc.Ready(attempt, self.host.beside(self.name, attempt)))
 
     def _exited(self, attempt: int, instance: EngineProcess) -> None:
         reason = instance.reason or "engine process ended"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import select
 import signal
@@ -44,6 +45,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # TCP_NODELAY: a token must not wait for the peer's ACK
     server: EngineHTTPServer
     _check_at = 0.0  # when to look for a vanished client next
+    _body: dict[str, Any] | None = None  # a body read already (by the fault hook)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -64,6 +66,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         engine = self.server.engine
+        if self.server.fault is not None and self._faulted():
+            return
         try:
             body = self._read_json()
             if path == "/v1/chat/completions":
@@ -90,7 +94,25 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._run(job, output)
 
+    def _faulted(self) -> bool:
+        """The test fault hook: a request naming a model (a client's, as mr relays it;
+        mr's own readiness request names none, so the instance starts) fails."""
+        try:
+            body = self._read_json()
+        except RequestError as exc:
+            self.send_error_body(exc)
+            return True
+        if "model" not in body:
+            self._body = body
+            return False
+        assert self.server.fault is not None
+        self.send_error_body(RequestError(self.server.fault, "fault injected (MR_ENGINE_FAULT)"))
+        return True
+
     def _read_json(self) -> dict[str, Any]:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return body
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True  # its body is not read: the connection is unusable
             raise RequestError(411, "send the body with a Content-Length")
@@ -232,14 +254,20 @@ class EngineHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024  # mr opens many connections at once under load
 
-    def __init__(self, address: tuple[str, int], engine: Engine) -> None:
+    def __init__(self, address: tuple[str, int], engine: Engine, fault: int | None = None) -> None:
         super().__init__(address, Handler)
         self.engine = engine
+        # A fault hook for tests of what mr does with an engine that answers badly (a
+        # canary to roll back): every POST is answered with this status.
+        self.fault = fault
 
 
 def serve(host: str, port: int, engine: Engine) -> None:
-    """Serve until SIGTERM or SIGINT, then stop the scheduler and return."""
-    server = EngineHTTPServer((host, port), engine)
+    """Serve until SIGTERM or SIGINT, then stop the scheduler and return.
+    ``MR_ENGINE_FAULT=5xx`` (a manifest's ``env``, for tests): every request naming a
+    model fails with that status."""
+    fault = os.environ.get("MR_ENGINE_FAULT", "")
+    server = EngineHTTPServer((host, port), engine, int(fault) if fault.isdigit() else None)
 
     def shut_down(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

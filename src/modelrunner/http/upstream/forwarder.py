@@ -101,6 +101,7 @@ class ProxyCall:
         "_model",
         "_op",
         "_query",
+        "_revision",
         "_segment",
         "disconnected",
         "finished",
@@ -118,6 +119,7 @@ class ProxyCall:
         self.finished = False  # the last byte is being sent: a disconnect now is normal
         self.disconnected = False
         self._deadline: float | None = None  # loop time past which request_timeout cuts it
+        self._revision: bytes | None = None  # the revision answering (X-Model-Revision)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fw = self._fw
@@ -126,6 +128,8 @@ class ProxyCall:
         status = 500
         if fw.recorder is not None:
             send = fw.recorder.watch(self._model, scope, self._body, send)
+        send = self._revisioned(send)
+        chosen: Endpoint | None = None
         try:
             model = fw.registry.lookup(self._model)
             label = model.name
@@ -133,16 +137,35 @@ class ProxyCall:
             if model.request_timeout is not None:
                 self._deadline = asyncio.get_running_loop().time() + model.request_timeout
             async with _limited(model, self._deadline):
-                with fw.registry.acquire(self._model) as (model, endpoint):
+                session = _session(scope) if model.split is not None else None
+                with fw.registry.acquire(self._model, session) as (model, endpoint):
+                    chosen = endpoint
+                    self._revision = endpoint.revision.encode("latin-1")
                     status = await self._guarded(model, endpoint, receive, send)
+                    if status >= 500 and status != CLIENT_CLOSED:
+                        endpoint.errors += 1
         except ModelRunnerError as exc:
             found = from_exception(exc, f"POST /v1/{self._op}")
             status = found.status
             await self._send_problem(send, found)
         finally:
             fw.metrics.record_request(self._op, label, status, time.perf_counter() - started)
+            if chosen is not None and chosen.revision:
+                failed = status >= 500 and status != CLIENT_CLOSED
+                fw.metrics.record_revision(label, chosen.revision, failed)
             if fw.recorder is not None:
                 abandon(send)
+
+    def _revisioned(self, send: Send) -> Send:
+        """Every answer of a served model says which revision gave it (X-Model-Revision)."""
+
+        async def revisioned(message: Any) -> None:
+            if message["type"] == "http.response.start" and self._revision:
+                headers = [*message.get("headers", ()), (b"x-model-revision", self._revision)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return revisioned
 
     async def _guarded(
         self, model: ServedModel, endpoint: Endpoint, receive: Receive, send: Send
@@ -312,6 +335,14 @@ class _LateWatch:
             self._task.cancel()
         else:
             self._coro.close()  # never started
+
+
+def _session(scope: Scope) -> str | None:
+    """X-Session-Id: a conversation stays on one revision during a canary."""
+    for key, value in scope["headers"]:
+        if key == b"x-session-id":
+            return value.decode("latin-1")[:256] or None
+    return None
 
 
 def _start(
