@@ -135,7 +135,8 @@ class Registry:
     ) -> Iterator[tuple[ServedModel, Endpoint]]:
         """The model and endpoint to send one request to, counted while in use; during a
         canary, the endpoint its split picks (``session``: X-Session-Id). An exception
-        out of the block counts as a failed request of that endpoint."""
+        out of the block counts as a failed request of that endpoint, unless it stands for
+        a 4xx answer."""
         model = self.lookup(name)
         endpoint = model.endpoint
         if endpoint is None:
@@ -150,8 +151,16 @@ class Registry:
             yield model, endpoint
         except asyncio.CancelledError:
             raise  # the client went away: not the engine's failure
-        except Exception:
-            endpoint.errors += 1
+        except Exception as exc:
+            if _status(exc) >= 500:  # a 4xx the engine gave back is the client's fault
+                endpoint.errors += 1
             raise
         finally:
             endpoint.leave()
+
+
+def _status(exc: Exception) -> int:
+    """The HTTP status an exception will be answered with, as far as it says (the
+    translated routes' ``EngineRejected`` carries its ``problem``); else a server error."""
+    status = getattr(getattr(exc, "problem", None), "status", 500)
+    return status if isinstance(status, int) else 500

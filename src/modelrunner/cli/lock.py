@@ -123,7 +123,7 @@ def gather_drift(
     """``mr plan``'s drift: asks the registry for every locked tag, and the local store
     (when this is the server's host) about every served digest; then ``reconcile.drift``
     compares. ``models``: the server's status records."""
-    from modelrunner.errors import ModelRunnerError, StoreError
+    from modelrunner.errors import DigestMismatch, ModelRunnerError
     from modelrunner.manifest.lock import read_lock
     from modelrunner.reconcile.drift import Served, drift
     from modelrunner.reference import Reference, is_local_path, parse
@@ -157,9 +157,8 @@ def gather_drift(
         try:
             ref = parse(model.reference)
             store.check_intact(Reference(ref.registry, ref.repository, None, model.digest))
-        except StoreError as exc:
-            if type(exc).__name__ == "DigestMismatch":
-                corrupted[model.name] = str(exc)
+        except DigestMismatch as exc:
+            corrupted[model.name] = str(exc)
         except ModelRunnerError:
             continue  # not in this store: the server runs elsewhere
     return drift(lock, remote, served, desired_files, corrupted)

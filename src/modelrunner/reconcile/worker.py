@@ -71,6 +71,7 @@ class ModelWorker:
         self._pinned: dict[int, ModelFiles] = {}
         self._timers: list[asyncio.TimerHandle] = []
         self._split: Split | None = None
+        self._judging: asyncio.TimerHandle | None = None  # the canary's next look
         self.judgement: str | None = None  # the canary's verdict so far, for the status
 
     # -- what the reconciler reads ---------------------------------------------
@@ -189,7 +190,7 @@ class ModelWorker:
         else:
             self.host.publish(self)  # the status shows the counts as they grow
             loop = asyncio.get_running_loop()
-            self._timers.append(loop.call_later(JUDGE_EVERY, self._judge, attempt, started))
+            self._judging = loop.call_later(JUDGE_EVERY, self._judge, attempt, started)
 
     def _task(self, coro: Awaitable[None], attempt: int) -> asyncio.Task[None]:
         async def run() -> None:
@@ -311,6 +312,8 @@ class ModelWorker:
         """Cancel what is under way, then drain and stop every instance."""
         for timer in self._timers:
             timer.cancel()
+        if self._judging is not None:
+            self._judging.cancel()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
