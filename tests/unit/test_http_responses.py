@@ -7,16 +7,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from modelrunner.http.responses.answers import Output, StreamTranslator, response_object
+from modelrunner.http.responses.shapes import BadInput, ResponsesRequest
 from modelrunner.http.responses.store import ResponseStore, page
-from modelrunner.http.responses.translate import (
-    BadInput,
-    Output,
-    ResponsesRequest,
-    StreamTranslator,
-    chat_body,
-    input_items,
-    response_object,
-)
+from modelrunner.http.responses.translate import chat_body, input_items
 
 
 def request(**fields: Any) -> ResponsesRequest:

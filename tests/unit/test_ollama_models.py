@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from modelrunner.http.ollama.models import ModelFacts, ps_entry, show_answer, tags_entry
+from modelrunner.http.ollama.models import OllamaFacts, ps_entry, show_answer, tags_entry
 from modelrunner.registry import Endpoint, ServedModel
 
-FACTS = ModelFacts(
+FACTS = OllamaFacts(
     format="gguf",
     family="llama",
     parameter_size="134.52M",
@@ -40,7 +40,7 @@ def test_tags_entry() -> None:
 
 
 def test_tags_entry_of_unknown_facts_is_still_complete() -> None:
-    entry = tags_entry("m", ModelFacts(modified=0.0))
+    entry = tags_entry("m", OllamaFacts(modified=0.0))
     assert entry["digest"] == "" and entry["size"] == 0
     assert entry["details"]["families"] == []
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelrunner.reconcile")
 
 
-class Host(Protocol):
+class WorkerOwner(Protocol):
     """What a worker needs of the reconciler that owns it."""
 
     drain_timeout: float
@@ -54,7 +54,7 @@ class Host(Protocol):
 
 
 class ModelWorker:
-    def __init__(self, name: str, host: Host) -> None:
+    def __init__(self, name: str, host: WorkerOwner) -> None:
         self.name = name
         self.host = host
         self.state = lc.ModelState(name)

@@ -19,7 +19,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from modelrunner.errors import UnknownModel, UsageError
-from modelrunner.http.errors import ErrorBody, Problem, from_exception, to_response
+from modelrunner.http.errors import ErrorAnswer, ErrorBody, from_exception, to_response
 from modelrunner.http.management.shapes import (
     CreateModelRequest,
     DeleteAction,
@@ -57,7 +57,7 @@ class ModelControl(Protocol):
         ...
 
 
-def _problem(exc: BaseException, where: str) -> Problem:
+def _problem(exc: BaseException, where: str) -> ErrorAnswer:
     return store_problem(exc, where) or from_exception(exc, where)
 
 
@@ -73,7 +73,7 @@ async def _blocking(where: str, fn: Any, *args: Any) -> Any:
 
 
 class _AsProblem(Exception):
-    def __init__(self, found: Problem) -> None:
+    def __init__(self, found: ErrorAnswer) -> None:
         super().__init__(found.body.error.message)
         self.found = found
 

@@ -22,7 +22,7 @@ from modelrunner.errors import (
     StoreError,
     UsageError,
 )
-from modelrunner.http.errors import Problem, problem
+from modelrunner.http.errors import ErrorAnswer, problem
 from modelrunner.registry import ServedModel
 from modelrunner.status import ModelStatus
 
@@ -205,7 +205,7 @@ def engine_status(installs: Iterable[tuple[str, str | None, str | None]]) -> dic
     }
 
 
-def store_problem(exc: BaseException, where: str) -> Problem | None:
+def store_problem(exc: BaseException, where: str) -> ErrorAnswer | None:
     """A store failure as an HTTP problem; None for anything that is not one."""
     text = f"{where}: {exc}"
     if isinstance(exc, InvalidReference):
