@@ -13,7 +13,7 @@ from tests.fixtures.registry import Registry
 from tests.fixtures.serve import Server, manifest
 from tests.integration.test_reconcile import ask
 from tests.integration.test_store_served import mr
-from tests.unit.test_store_local import flip_a_byte
+from tests.unit.store.test_local import flip_a_byte
 
 
 def _gguf_blob(store: Path, gguf: Path) -> Path:

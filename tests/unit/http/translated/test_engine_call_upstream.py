@@ -17,7 +17,7 @@ from modelrunner.http.translated.engine_call import EngineCall, EngineRejected
 from modelrunner.http.upstream.forwarder import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Endpoint, Registry, ServedModel
-from tests.unit.test_upstream_pool import Engine, Handler, answering, scripted
+from tests.unit.http.upstream.test_pool import Engine, Handler, answering, scripted
 
 T = TypeVar("T")
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"

@@ -9,7 +9,16 @@ from modelrunner.model_files import ModelFiles
 from modelrunner.reconcile import lifecycle as lc
 from modelrunner.reconcile.views import Running, served_view, status_view
 from modelrunner.registry import Endpoint
-from tests.unit.test_lifecycle import ALIAS, FILES, POLICY, SERVING, STARTING, V1, V2, desired
+from tests.unit.reconcile.test_lifecycle import (
+    ALIAS,
+    FILES,
+    POLICY,
+    SERVING,
+    STARTING,
+    V1,
+    V2,
+    desired,
+)
 
 RUNNING = Running("m-1", "llama.cpp", Endpoint("m-1", "llama.cpp", "http://127.0.0.1:1"))
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from modelrunner.cli import main
 from modelrunner.manifest.load import LoadResult, load_file, load_text
 from tests.fixtures.common import ROOT
-from tests.unit.test_schema_agreement import mutated
+from tests.unit.manifest.test_schema_agreement import mutated
 
 SEEDS = [
     p.read_bytes()

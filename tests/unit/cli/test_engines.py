@@ -64,7 +64,8 @@ def test_the_installed_llama_cpp_build_is_portable() -> None:
         pytest.skip("the x86-64-v3 baseline applies to x86_64 hosts")
     marker = Path(sys.prefix) / ".llama-build-key"
     portable = llama_build.cmake_args("portable", "x86_64")
-    root = Path(__file__).resolve().parents[2]
+    from tests.fixtures.common import ROOT as root
+
     version = llama_build.pinned_version((root / "pyproject.toml").read_text())
     expected = llama_build.wheel_key(
         version,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from modelrunner.engines.llamacpp import build as lb
+from tests.fixtures.common import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 X86_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
 AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f amx_tile\n"
 
