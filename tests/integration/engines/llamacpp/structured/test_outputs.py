@@ -359,7 +359,7 @@ def test_bad_fields_are_400s(client: OpenAI, fields: dict[str, Any], param: str)
 def test_tool_call_and_logprobs_answers_follow_openais_schemas(server: Server) -> None:
     """Raw HTTP, so nothing is hidden by the client's parsing: a forced call with logprobs,
     plain and streamed, against the schemas extracted from OpenAI's OpenAPI document."""
-    from tests.integration.test_api_openai_shapes import check
+    from tests.integration.http.openai.test_answer_shapes import check
 
     body: dict[str, Any] = {
         "model": MODEL,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.fixtures.serve import Server, manifest
-from tests.integration.test_reconcile import _children
+from tests.integration.reconcile.test_reconciler import _children
 
 REF = "ai/smollm2:135M-Q4_1"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tests.fixtures.registry import Registry
 from tests.fixtures.serve import Server, manifest
-from tests.integration.test_reconcile import ask
-from tests.integration.test_store_served import mr
+from tests.integration.reconcile.test_reconciler import ask
+from tests.integration.store.test_served import mr
 from tests.unit.store.test_local import flip_a_byte
 
 

@@ -13,12 +13,13 @@ from tests.fixtures.http import RunningApp
 
 pytestmark = pytest.mark.engine
 # Store writes and transfers: a generated reference names any registry (the network) and
-# the app's store. tests/integration/test_api_mgmt.py sends them bad input on purpose.
+# the app's store. http/management/test_store_routes_served.py sends them bad input on
+# purpose.
 STORE_WRITES = {
     ("POST", "/models/create"),
     ("POST", "/models/{name_and_action}"),
     ("DELETE", "/models/{name}"),
-    # tests/integration/test_api_ollama.py pulls from a loopback registry instead.
+    # tests/integration/http/ollama/test_routes.py pulls from a loopback registry instead.
     ("POST", "/api/pull"),
 }
 

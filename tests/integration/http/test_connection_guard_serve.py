@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.fixtures.serve import Server
-from tests.integration.test_api_connection_limits import exchange, read_answer, status_of
+from tests.integration.http.test_connection_guard import exchange, read_answer, status_of
 
 MIB = 1 << 20
 
