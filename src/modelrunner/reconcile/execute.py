@@ -138,6 +138,7 @@ class Reconciler:
             running,
             gate=worker.gate,
             activate=lambda: worker.send(lc.RequestArrived()),
+            hold_keep_alive=worker.hold_keep_alive,
             created=worker.created,
         )
         if served is None:
@@ -153,8 +154,10 @@ class Reconciler:
         else:
             self._status[name] = status
             edited = previous is not None and previous.keep_alive != status.keep_alive
-            if edited and served is not None and served.endpoint is not None:
-                served.endpoint.keep_alive = None  # an edited manifest beats a request's
+            if edited:  # an edited manifest beats a request's keep_alive
+                worker.held_keep_alive = None
+                if served is not None and served.endpoint is not None:
+                    served.endpoint.keep_alive = None
             if self.metrics is not None and (previous is None or previous.phase != status.phase):
                 self.metrics.instance_state(name, status.phase)
         if state.phase == "absent" and not worker.busy:
