@@ -132,7 +132,7 @@ class Store:
             or (host in self.insecure_registries)
         )
 
-    def _client(self, ref: Reference) -> RegistryClient:
+    def _client(self, ref: Reference, bearer_token: str | None = None) -> RegistryClient:
         from modelrunner.store.credentials import lookup
         from modelrunner.store.remote import BACKOFF, RegistryClient
 
@@ -143,6 +143,7 @@ class Store:
             credentials=lookup(ref.registry, self.environ),
             timeout=self.timeout,
             backoff=BACKOFF if self.backoff is None else self.backoff,
+            bearer_token=bearer_token,
         )
 
     @staticmethod
@@ -283,8 +284,15 @@ class Store:
 
     # ---- pull -------------------------------------------------------------------------
 
-    def pull(self, ref: str | Reference, progress: Progress | None = None) -> ModelFiles:
-        """Fetch a model (only the blobs not already here) and return its files."""
+    def pull(
+        self,
+        ref: str | Reference,
+        progress: Progress | None = None,
+        *,
+        bearer_token: str | None = None,
+    ) -> ModelFiles:
+        """Fetch a model (only the blobs not already here) and return its files.
+        ``bearer_token``: a registry token to send instead of the configured credentials."""
         r = parse(ref) if isinstance(ref, str) else ref
         key = str(r)
         with self._inflight_lock:
@@ -295,7 +303,7 @@ class Store:
         if not leader:
             return future.result()  # another thread is pulling it: share its result
         try:
-            files = self._pull(r, progress or NullProgress())
+            files = self._pull(r, progress or NullProgress(), bearer_token)
             future.set_result(files)
             return files
         except BaseException as exc:
@@ -310,9 +318,9 @@ class Store:
     ) -> ModelFiles:
         return await asyncio.to_thread(self.pull, ref, progress)
 
-    def _pull(self, r: Reference, progress: Progress) -> ModelFiles:
+    def _pull(self, r: Reference, progress: Progress, bearer_token: str | None) -> ModelFiles:
         where = r.familiar
-        client = self._client(r)
+        client = self._client(r, bearer_token)
         added: list[str] = []
         try:
             with store_lock(self.root, exclusive=False):
