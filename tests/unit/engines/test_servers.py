@@ -9,7 +9,13 @@ import pytest
 
 from modelrunner.engines.diffusers import main as diffusers_server
 from modelrunner.engines.llamacpp import main as llamacpp_server
-from modelrunner.engines.serving import RequestError, error_body, parse_bool
+from modelrunner.engines.serving import (
+    MAX_BODY,
+    RequestError,
+    body_length,
+    error_body,
+    parse_bool,
+)
 from modelrunner.manifest.runtime_flags import ALLOWED_FLAGS, engine_flags
 
 
@@ -98,3 +104,34 @@ def test_error_body_is_openai_shaped() -> None:
 @pytest.mark.parametrize(("cpus", "threads"), [(None, 1), (1, 1), (2, 1), (8, 7)])
 def test_default_threads_leave_a_core_to_the_relay(cpus: int | None, threads: int) -> None:
     assert llamacpp_server.default_threads(cpus) == threads
+
+
+@pytest.mark.parametrize(
+    ("lengths", "length"),
+    [([], 0), (["12"], 12), (["12", " 12"], 12), ([str(MAX_BODY)], MAX_BODY)],
+)
+def test_body_length(lengths: list[str], length: int) -> None:
+    assert body_length(None, lengths) == length
+
+
+@pytest.mark.parametrize(
+    ("chunked", "lengths", "status", "message"),
+    [
+        ("chunked", ["12"], 411, "not chunked"),
+        ("gzip, Chunked", [], 411, "not chunked"),
+        (None, ["abc"], 400, "not a number"),
+        (None, ["-5"], 400, "not a number"),
+        (None, ["+5"], 400, "not a number"),
+        (None, ["1e3"], 400, "not a number"),
+        (None, ["\u0661"], 400, "not a number"),  # an Arabic-Indic digit: isdigit, not ASCII
+        (None, ["12, 12"], 400, "not a number"),
+        (None, ["12", "13"], 400, "twice"),
+        (None, [str(MAX_BODY + 1)], 413, "over"),
+    ],
+)
+def test_body_length_refuses(
+    chunked: str | None, lengths: list[str], status: int, message: str
+) -> None:
+    with pytest.raises(RequestError, match=message) as caught:
+        body_length(chunked, lengths)
+    assert caught.value.status == status

@@ -32,6 +32,8 @@ class CreateModelRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     """``POST /models/create``: pull ``from`` into the store."""
 
     from_: str = msgspec.field(name="from")
+    # A registry token for this pull (sent as ``Authorization: Bearer``); never logged.
+    bearer_token: str | None = msgspec.field(name="bearer-token", default=None)
 
 
 class UnloadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

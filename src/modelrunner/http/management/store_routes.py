@@ -66,14 +66,16 @@ def store_handlers(
         "JSON lines: `progress` lines per blob (`layer.id`, `layer.size`, `layer.current`, "
         "`total`), then one `success` or `error` line. A pull that fails before any byte "
         "moved gets its HTTP status instead (400 bad reference, 404 unknown, 403 refused, "
-        "503 registry unreachable).",
+        "503 registry unreachable). `bearer-token`, if given, is a registry token sent as "
+        "`Authorization: Bearer` for this pull (before the configured credentials); it is "
+        "never logged nor recorded.",
     )
     async def create_model(data: CreateModelRequest) -> Response[Any]:
         """Pull a model into the store."""
         where = f"POST /models/create ({data.from_})"
 
         def work(progress: LineProgress) -> str:
-            files = store.pull(data.from_, progress)
+            files = store.pull(data.from_, progress, bearer_token=data.bearer_token or None)
             return f"Model pulled successfully: {files.digest}"
 
         return await transfer_response(work, "pull", where)

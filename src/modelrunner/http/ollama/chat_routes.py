@@ -75,11 +75,16 @@ def chat_handlers(
     record = [] if recorder is None else [recording(recorder, _assembler, handle_error, served_as)]
 
     def keep_alive(served: str, value: KeepAlive | None) -> None:
-        """A request's keep_alive replaces the manifest's for the running instance."""
+        """A request's keep_alive replaces the manifest's for the running instance, or
+        for the next one when none runs (standby, starting)."""
         seconds = keep_alive_seconds(value)
-        endpoint = registry.lookup(served).endpoint
-        if seconds is not None and endpoint is not None:
-            endpoint.keep_alive = seconds
+        if seconds is None:
+            return
+        model = registry.lookup(served)
+        if model.endpoint is not None:
+            model.endpoint.keep_alive = seconds
+        elif model.hold_keep_alive is not None:
+            model.hold_keep_alive(seconds)
 
     def load(name: str, answer: dict[str, Any], keep: KeepAlive | None) -> JsonAnswer:
         """Ollama loads the model for a request with nothing to answer; with keep_alive 0

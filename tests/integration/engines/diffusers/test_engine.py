@@ -18,6 +18,7 @@ from modelrunner.engines.process import EngineProcess
 from modelrunner.model_files import ModelFiles
 from modelrunner.settings import Settings
 from tests.fixtures.engines import LoopThread, make_manifest
+from tests.fixtures.http import raw_exchange
 
 pytestmark = pytest.mark.engine
 IMAGES = "/v1/images/generations"
@@ -89,3 +90,15 @@ def test_bad_requests_are_openai_errors(
 def test_models_and_health(sd: EngineProcess) -> None:
     assert httpx.get(sd.base_url + "/health").json() == {"status": "ok", "device": "cpu"}
     assert httpx.get(sd.base_url + "/v1/models").json()["data"][0]["id"] == "tiny-sd"
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-5", b"1e3", b"12, 13"])
+def test_a_bad_content_length_is_a_400_and_the_connection_closed(
+    sd: EngineProcess, length: bytes
+) -> None:
+    request = b"POST " + IMAGES.encode() + b" HTTP/1.1\r\nContent-Length: " + length
+    answer = raw_exchange(sd.base_url, request + b"\r\n\r\n{}")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.lower().startswith(b"http/1.1 400"), answer
+    assert b"connection: close" in head.lower()
+    assert b"Content-Length" in body

@@ -21,7 +21,7 @@ from modelrunner.engines.process import EngineProcess
 from modelrunner.model_files import ModelFiles
 from modelrunner.settings import Settings
 from tests.fixtures.engines import LoopThread, make_manifest
-from tests.fixtures.http import NO_EOS, wait_until
+from tests.fixtures.http import NO_EOS, raw_exchange, wait_until
 
 pytestmark = pytest.mark.engine
 CHAT = "/v1/chat/completions"
@@ -322,6 +322,18 @@ def test_a_chunked_body_is_refused_and_the_connection_closed(smol: EngineProcess
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 411")
     assert b"connection: close" in head
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-5", b"12, 13"])
+def test_a_bad_content_length_is_a_400_and_the_connection_closed(
+    smol: EngineProcess, length: bytes
+) -> None:
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: " + length
+    answer = raw_exchange(smol.base_url, request + b"\r\n\r\n{}")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.lower().startswith(b"http/1.1 400"), answer
+    assert b"connection: close" in head.lower()
+    assert b"Content-Length" in body
 
 
 def test_response_format_json_object_holds_the_answer_to_json(client: httpx.Client) -> None:

@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from modelrunner.store import Store
-from tests.fixtures.registry import Registry
+from tests.fixtures.registry import PASSWORD, USER, Registry, TokenService, docker_config
 from tests.fixtures.serve import Server, manifest
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
@@ -136,6 +136,42 @@ def test_create_pulls_with_progress_lines_then_finds_it_stored(setup: Setup) -> 
     model = setup.get(f"/models/{setup.ref}").json()
     assert model["id"].startswith("sha256:") and model["config"]["format"] == "gguf"
     assert model["tags"] == [setup.ref] and model["created"] > 1_700_000_000
+
+
+def test_create_uses_the_bearer_token_and_never_logs_it(
+    setup: Setup,
+    token_registry: tuple[Registry, TokenService],
+    smollm2_gguf: Path,
+    tmp_path: Path,
+) -> None:
+    """Docker Model Runner's `bearer-token`: the registry token for this pull (the server
+    has no credentials of its own for this registry)."""
+    registry, tokens = token_registry
+    ref = f"{registry.address}/team/smol-token:q4"
+    publisher = Store(
+        tmp_path / "pub", environ=docker_config(tmp_path / "docker", registry.address)
+    )
+    publisher.package(ref, gguf=smollm2_gguf, context_size=1024)
+    publisher.push(ref)
+    refused = setup.post("/models/create", json={"from": ref})
+    assert refused.status_code == 403, refused.text
+    token = httpx.get(
+        tokens.realm,
+        params={"service": tokens.service, "scope": "repository:team/smol-token:pull"},
+        auth=(USER, PASSWORD),
+    ).json()["token"]
+    lines = _lines(setup.post("/models/create", json={"from": ref, "bearer-token": token}))
+    assert lines[-1]["type"] == "success", lines[-1]
+    assert setup.get(f"/models/{ref}").status_code == 200
+    wrong = setup.post("/models/create", json={"from": ref, "bearer-token": token[:-8] + "A" * 8})
+    assert wrong.status_code == 403, wrong.text  # each pull asks the registry for the tag
+    secret = token.rsplit(".", 1)[1]  # the signature: in no log, record or answer
+    assert secret not in setup.server.log.read_text()
+    assert secret not in setup.get("/engines/requests").text
+    for folder in (setup.server.store_dir, setup.server.log.parent / "logs"):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.stat().st_size < 10_000_000:
+                assert secret.encode() not in path.read_bytes(), path
 
 
 @pytest.mark.parametrize(

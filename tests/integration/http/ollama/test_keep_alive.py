@@ -77,3 +77,11 @@ def test_request_keep_alive_replaces_the_manifest_one(
     stopped = client.generate(model="smol", prompt="", keep_alive=0)
     assert stopped.done_reason == "unload"
     server.wait_for("the stop", lambda: server.status()["smol"]["phase"] == "standby", timeout=30)
+
+    # A keep_alive sent while the model is in standby is kept for the instance it loads.
+    with pytest.raises(ollama.ResponseError) as loading:
+        client.chat(model="smol", messages=PROMPT, options=ONE_TOKEN, keep_alive="1h")
+    assert loading.value.status_code == 503  # loading now; the client retries
+    server.wait_for("smol to load again", lambda: answered(client), timeout=180)
+    left = expires_in(client, "smol")
+    assert left is not None and timedelta(minutes=59) < left <= timedelta(hours=1, seconds=5)
