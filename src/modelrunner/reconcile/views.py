@@ -108,6 +108,7 @@ def served_view(
     *,
     gate: Gate,
     activate: Callable[[], None],
+    hold_keep_alive: Callable[[float], None] | None = None,
     created: float,
     split: Split | None = None,
 ) -> ServedModel | None:
@@ -134,6 +135,7 @@ def served_view(
         entry,
         unavailable_reason=_unavailable(state),
         activate=activate if state.phase == "standby" else None,
+        hold_keep_alive=hold_keep_alive,
     )
 
 

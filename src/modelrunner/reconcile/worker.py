@@ -35,7 +35,7 @@ log = logging.getLogger("modelrunner.reconcile")
 JUDGE_EVERY = 0.25  # seconds between two looks at a canary's counts
 
 
-class Host(Protocol):
+class WorkerOwner(Protocol):
     """What a worker needs of the reconciler that owns it."""
 
     drain_timeout: float
@@ -58,12 +58,14 @@ class Host(Protocol):
 
 
 class ModelWorker:
-    def __init__(self, name: str, host: Host) -> None:
+    def __init__(self, name: str, host: WorkerOwner) -> None:
         self.name = name
         self.host = host
         self.state = lc.ModelState(name)
         self.gate = Gate()
         self.created = time.time()
+        # A request's keep_alive sent while no instance ran, for the next one to start.
+        self.held_keep_alive: float | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}  # attempt -> its pull or spawn
         self._chores: set[asyncio.Task[None]] = set()  # drains and stops
         self._instances: dict[int, EngineProcess] = {}
@@ -73,6 +75,9 @@ class ModelWorker:
         self._split: Split | None = None
         self._judging: asyncio.TimerHandle | None = None  # the canary's next look
         self.judgement: str | None = None  # the canary's verdict so far, for the status
+
+    def hold_keep_alive(self, seconds: float) -> None:
+        self.held_keep_alive = seconds
 
     # -- what the reconciler reads ---------------------------------------------
     @property
@@ -270,7 +275,9 @@ class ModelWorker:
             instance.engine,
             instance.base_url,
             revision=desired.content_hash[:12],
+            keep_alive=self.held_keep_alive,
         )
+        self.held_keep_alive = None
         self.host.pin(files)
         self._pinned[attempt] = files
         self.send(lc.Ready(attempt, self.host.beside(self.name, attempt)))

@@ -79,7 +79,7 @@ class StoreBase:
             or (host in self.insecure_registries)
         )
 
-    def _client(self, ref: Reference) -> RegistryClient:
+    def _client(self, ref: Reference, bearer_token: str | None = None) -> RegistryClient:
         from modelrunner.store.credentials import lookup
         from modelrunner.store.remote import BACKOFF, RegistryClient
 
@@ -90,6 +90,7 @@ class StoreBase:
             credentials=lookup(ref.registry, self.environ),
             timeout=self.timeout,
             backoff=BACKOFF if self.backoff is None else self.backoff,
+            bearer_token=bearer_token,
         )
 
     @staticmethod

@@ -159,9 +159,16 @@ class Store(StoreBase):
 
     # ---- transfers, packaging ---------------------------------------------------------
 
-    def pull(self, ref: str | Reference, progress: Progress | None = None) -> ModelFiles:
-        """Fetch a model (only the blobs not already here) and return its files."""
-        return transfers.pull(self, as_reference(ref), progress)
+    def pull(
+        self,
+        ref: str | Reference,
+        progress: Progress | None = None,
+        *,
+        bearer_token: str | None = None,
+    ) -> ModelFiles:
+        """Fetch a model (only the blobs not already here) and return its files.
+        ``bearer_token``: a registry token to send instead of the configured credentials."""
+        return transfers.pull(self, as_reference(ref), progress, bearer_token)
 
     async def pull_async(
         self, ref: str | Reference, progress: Progress | None = None

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from modelrunner.store.remote import RegistryClient
 
 
-def pull(store: StoreBase, r: Reference, progress: Progress | None) -> ModelFiles:
+def pull(
+    store: StoreBase, r: Reference, progress: Progress | None, bearer_token: str | None = None
+) -> ModelFiles:
     """Fetch a model (only the blobs not already here) and return its files; concurrent
     pulls of one reference share one download."""
     key = str(r)
@@ -33,7 +35,7 @@ def pull(store: StoreBase, r: Reference, progress: Progress | None) -> ModelFile
     if not leader:
         return future.result()  # another thread is pulling it: share its result
     try:
-        files = _pull(store, r, progress or NullProgress())
+        files = _pull(store, r, progress or NullProgress(), bearer_token)
         future.set_result(files)
         return files
     except BaseException as exc:
@@ -44,9 +46,11 @@ def pull(store: StoreBase, r: Reference, progress: Progress | None) -> ModelFile
             del store._inflight[key]
 
 
-def _pull(store: StoreBase, r: Reference, progress: Progress) -> ModelFiles:
+def _pull(
+    store: StoreBase, r: Reference, progress: Progress, bearer_token: str | None
+) -> ModelFiles:
     where = r.familiar
-    client = store._client(r)
+    client = store._client(r, bearer_token)
     added: list[str] = []
     try:
         with store_lock(store.root, exclusive=False):

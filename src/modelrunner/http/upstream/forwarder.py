@@ -28,7 +28,7 @@ import httpx
 import msgspec
 
 from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedOut, UpstreamFailed
-from modelrunner.http.errors import Problem, from_exception, from_upstream, problem
+from modelrunner.http.errors import ErrorAnswer, from_exception, from_upstream, problem
 from modelrunner.http.inspector.recorder import Recorder, abandon
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
@@ -238,7 +238,7 @@ class ProxyCall:
     ) -> int:
         await send(_start(response.status, content_type, None, _STREAM_HEADERS))
         status = response.status
-        found: Problem | None = None
+        found: ErrorAnswer | None = None
         try:
             async with _timeout(self._deadline, model, where):
                 while (chunk := await response.chunk()) is not None:
@@ -265,7 +265,7 @@ class ProxyCall:
         except UpstreamError as exc:
             raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
 
-    async def _send_problem(self, send: Send, found: Problem) -> None:
+    async def _send_problem(self, send: Send, found: ErrorAnswer) -> None:
         body = found.encode()
         start = _start(found.status, "application/json", len(body),
                        tuple((k.encode(), v.encode()) for k, v in found.headers))  # fmt: skip
