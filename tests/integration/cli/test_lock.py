@@ -105,3 +105,20 @@ def test_a_moved_tag_is_served_at_its_locked_digest_until_mr_lock_takes_it(
     again = start_server()
     assert again.wait_for("smol", lambda: again.ready("smol"), timeout=180)["digest"] == v2
     assert cutting_proxy.requests == []
+
+    # A stored blob of the served model that no longer matches its digest is drift too
+    # (`mr plan` on the server's host, with its store).
+    served_gguf = max(
+        (again.store_dir / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size
+    )
+    served_gguf.chmod(0o644)
+    with served_gguf.open("r+b") as blob:
+        blob.seek(-1, os.SEEK_END)
+        last = blob.read(1)
+        blob.seek(-1, os.SEEK_END)
+        blob.write(bytes([last[0] ^ 0xFF]))
+    plan = mr("plan", "--json", "--models-dir", str(models), "--url", again.url, env=again.env)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    (corrupted,) = json.loads(plan.stdout)["drift"]
+    assert corrupted["kind"] == "corrupted" and corrupted["subject"] == "smol"
+    assert served_gguf.name in corrupted["message"]
