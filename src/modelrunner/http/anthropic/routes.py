@@ -14,7 +14,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ASGIApp, ExceptionHandlersMap
 
-from modelrunner.errors import UpstreamFailed
+from modelrunner.errors import RequestTimedOut, UpstreamFailed
 from modelrunner.http.anthropic.shapes import (
     AnthropicError,
     AnthropicErrorDetail,
@@ -48,8 +48,10 @@ ERRORS: Final = {
         401: "Missing or wrong API key (authentication_error)",
         404: "Unknown model (not_found_error)",
         413: "Body larger than the server's limit",
+        429: "limits.max_concurrent_requests reached (rate_limit_error), see Retry-After",
         502: "The engine failed (api_error)",
         503: "The model is starting (overloaded_error), see Retry-After",
+        504: "Longer than limits.request_timeout (timeout_error)",
     }.items()
 }
 
@@ -109,7 +111,7 @@ async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncGene
                     pending = []
             if not finished:
                 yield _sse(pending + translate.finish())
-        except UpstreamFailed as exc:
+        except (UpstreamFailed, RequestTimedOut) as exc:
             _, body, _ = anthropic_error(exc, stream.op)
             yield _sse([("error", msgspec.to_builtins(body))])
 

@@ -396,5 +396,6 @@ def error_type(status: int) -> str:
         413: "request_too_large",
         429: "rate_limit_error",
         503: "overloaded_error",
+        504: "timeout_error",
         529: "overloaded_error",
     }.get(status, "api_error" if status >= 500 else "invalid_request_error")

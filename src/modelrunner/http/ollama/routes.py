@@ -21,6 +21,7 @@ from modelrunner.errors import (
     ModelInUse,
     ModelNotFound,
     RegistryError,
+    RequestTimedOut,
     UnknownModel,
     UpstreamFailed,
     UsageError,
@@ -73,8 +74,10 @@ ERRORS: Final = {
         400: "Invalid body, or a field mr cannot honour",
         401: "Missing or wrong API key",
         404: "Unknown model",
+        429: "limits.max_concurrent_requests reached, see Retry-After",
         502: "The engine failed",
         503: "The model is starting, see Retry-After",
+        504: "Longer than limits.request_timeout",
     }.items()
 }
 
@@ -188,7 +191,7 @@ def ollama_handlers(
                         yield _lines(lines)
                 if not finished:
                     yield _lines(translate.finish(time.perf_counter()))
-            except UpstreamFailed as exc:
+            except (UpstreamFailed, RequestTimedOut) as exc:
                 yield msgspec.json.encode(OllamaError(str(exc))) + b"\n"
 
     async def answer(

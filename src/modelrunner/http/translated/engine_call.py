@@ -21,8 +21,14 @@ What it offers (a stable interface; other route modules build on it):
   which stops the generation (what a client disconnect must do).
 - ``segment`` is the engine a path names (``/engines/{engine}/...``): a model of another
   engine is ``UnknownModel``. ``route`` labels the request metrics (default: ``op``).
+- The model's ``limits`` apply as on the proxied routes (``upstream/limits.py``): a call
+  holds one of its ``max_concurrent_requests`` slots (queued, then ``Overloaded``, 429)
+  until it returns or its stream is closed, and ``request_timeout`` counts from the call:
+  past it the engine's request is cancelled and ``RequestTimedOut`` (504) is raised, before
+  the answer or mid-stream.
 - Errors are the project's own: ``UnknownModel`` (404), ``ModelUnavailable`` (503, with
-  ``retry_after``; a model in standby is asked to load), ``UpstreamFailed`` (502, also raised
+  ``retry_after``; a model in standby is asked to load), ``Overloaded`` (429),
+  ``RequestTimedOut`` (504), ``UpstreamFailed`` (502, also raised
   mid-stream when the connection breaks or the engine sends an error event), and
   ``EngineRejected`` (the engine's own 4xx or busy 503, with its OpenAI-shaped ``problem``).
   ``problem_of(exc, where)`` turns any of them (or any other exception) into the
@@ -35,18 +41,20 @@ engine reports it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from typing import Any, Final
 
 import msgspec
 
-from modelrunner.errors import ModelRunnerError, ModelUnavailable, UpstreamFailed
+from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedOut, UpstreamFailed
 from modelrunner.http.errors import Problem, from_exception, from_upstream
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
-from modelrunner.http.upstream.forwarder import CLIENT_CLOSED, Forwarder
+from modelrunner.http.upstream.forwarder import CLIENT_CLOSED, Forwarder, read_answer
+from modelrunner.http.upstream.limits import deadline, limited, timed, timed_out
 from modelrunner.http.upstream.pool import UpstreamResponse
 from modelrunner.registry import Endpoint, ServedModel
 
@@ -107,13 +115,17 @@ class EngineCall:
         try:
             served = self.resolve(model, segment, op)
             label = served.name
-            with self._fw.registry.acquire(model) as (served, endpoint):
-                body = {**body, "model": served.name}
-                response = await self._post(op, served, endpoint, body)
-                try:
-                    raw = await _read(response, _where(op, served, endpoint))
-                finally:
-                    response.close()
+            cut = deadline(served)
+            async with limited(served, cut):
+                with self._fw.registry.acquire(model) as (served, endpoint):
+                    body = {**body, "model": served.name}
+                    where = _where(op, served, endpoint)
+                    async with timed(cut, served, where):
+                        response = await self._post(op, served, endpoint, body)
+                        try:
+                            raw = await read_answer(response, where)
+                        finally:
+                            response.close()
             try:
                 decoded = msgspec.json.decode(raw)
             except msgspec.DecodeError:
@@ -148,10 +160,12 @@ class EngineCall:
     ) -> EventStream:
         started = time.perf_counter()
         label, status = "unknown", 500
-        slot = ExitStack()
+        slot = AsyncExitStack()
         try:
             served = self.resolve(model, segment, op)
             label = served.name
+            cut = deadline(served)
+            await slot.enter_async_context(limited(served, cut))
             served, endpoint = slot.enter_context(self._fw.registry.acquire(model))
             options = body.get("stream_options")
             body = {
@@ -163,7 +177,8 @@ class EngineCall:
                     **(options if isinstance(options, dict) else {}),
                 },
             }
-            response = await self._post(op, served, endpoint, body)
+            async with timed(cut, served, _where(op, served, endpoint)):
+                response = await self._post(op, served, endpoint, body)
             if not (response.content_type or "").startswith("text/event-stream"):
                 response.close()
                 raise UpstreamFailed(
@@ -171,7 +186,7 @@ class EngineCall:
                     f"(content type {response.content_type or 'none'})"
                 )
         except BaseException as exc:
-            slot.close()
+            await slot.aclose()
             if isinstance(exc, EngineRejected):
                 status = exc.problem.status
             elif isinstance(exc, ModelRunnerError):
@@ -180,7 +195,7 @@ class EngineCall:
                 route or op, label, status, time.perf_counter() - started
             )
             raise
-        return EventStream(self, served, endpoint, op, response, slot, route or op, started)
+        return EventStream(self, served, endpoint, op, response, slot, route or op, started, cut)
 
     # -- internals ----------------------------------------------------------------
     async def _post(
@@ -197,7 +212,7 @@ class EngineCall:
             raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
         if response.status >= 400:
             try:
-                raw = await _read(response, where)
+                raw = await read_answer(response, where)
             finally:
                 response.close()
             found = from_upstream(response.status, raw, where)
@@ -219,8 +234,8 @@ class EngineCall:
 class EventStream:
     """The engine's server-sent events, decoded one by one as they arrive."""
 
-    __slots__ = ("_buffer", "_call", "_closed", "_response", "_route", "_slot", "_started",
-                 "_status", "ended", "endpoint", "model", "op")  # fmt: skip
+    __slots__ = ("_buffer", "_call", "_closed", "_deadline", "_response", "_route", "_slot",
+                 "_started", "_status", "ended", "endpoint", "model", "op")  # fmt: skip
 
     def __init__(
         self,
@@ -229,9 +244,10 @@ class EventStream:
         endpoint: Endpoint,
         op: str,
         response: UpstreamResponse,
-        slot: ExitStack,
+        slot: AsyncExitStack,
         route: str,
         started: float,
+        deadline: float | None = None,
     ) -> None:
         self._call = call
         self.model = model
@@ -241,6 +257,7 @@ class EventStream:
         self._slot = slot
         self._route = route
         self._started = started
+        self._deadline = deadline  # limits.request_timeout: the stream ends there
         self._buffer = b""
         self._status = CLIENT_CLOSED  # until the stream is read to its end
         # Set once the engine's end arrived, before the last batch is yielded: a translator
@@ -284,11 +301,17 @@ class EventStream:
                 if batch:
                     yield batch
                 try:
-                    chunk = await self._response.chunk()
+                    if self._deadline is None:
+                        chunk = await self._response.chunk()
+                    else:
+                        async with asyncio.timeout_at(self._deadline):
+                            chunk = await self._response.chunk()
                 except UpstreamError as exc:
                     raise UpstreamFailed(
                         f"The engine failed mid-stream on {where}: {exc}"
                     ) from None
+                except TimeoutError:
+                    raise timed_out(self.model, where) from None
                 if chunk is None:
                     # An engine that ends without [DONE] has still ended.
                     self._status = 200
@@ -300,13 +323,16 @@ class EventStream:
         except UpstreamFailed:
             self._status = 502
             raise
+        except RequestTimedOut:
+            self._status = 504
+            raise
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._response.close()  # not read to its end: the connection is closed, generation stops
-        self._slot.close()
+        await self._slot.aclose()
         fw = self._call.forwarder
         fw.metrics.record_request(
             self._route, self.model.name, self._status, time.perf_counter() - self._started
@@ -341,13 +367,6 @@ def _decode_event(data: bytes, where: str) -> dict[str, Any]:
         message = error.get("message") if isinstance(error, dict) else error
         raise UpstreamFailed(f"The engine failed mid-stream on {where}: {message}")
     return event
-
-
-async def _read(response: UpstreamResponse, where: str) -> bytes:
-    try:
-        return await response.read()
-    except UpstreamError as exc:
-        raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
 
 
 def _where(op: str, model: ServedModel, endpoint: Endpoint) -> str:

@@ -32,6 +32,7 @@ from modelrunner.http.errors import Problem, from_exception, from_upstream, prob
 from modelrunner.http.inspector.recorder import Recorder, abandon
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
+from modelrunner.http.upstream.limits import deadline, limited, timed
 from modelrunner.http.upstream.pool import UpstreamPool, UpstreamResponse
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Endpoint, Registry, ServedModel
@@ -130,9 +131,8 @@ class ProxyCall:
             model = fw.registry.lookup(self._model)
             label = model.name
             check_engine(model, self._segment, self._op)
-            if model.request_timeout is not None:
-                self._deadline = asyncio.get_running_loop().time() + model.request_timeout
-            async with _limited(model, self._deadline):
+            self._deadline = deadline(model)
+            async with limited(model, self._deadline):
                 with fw.registry.acquire(self._model) as (model, endpoint):
                     status = await self._guarded(model, endpoint, receive, send)
         except ModelRunnerError as exc:
@@ -179,7 +179,7 @@ class ProxyCall:
         )
         target = f"/v1/{self._op}?{self._query}" if self._query else f"/v1/{self._op}"
         try:
-            async with _timeout(self._deadline, model, where):
+            async with timed(self._deadline, model, where):
                 response = await pool.post(endpoint.base_url, target, self._body)
         except CannotConnect as exc:
             raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
@@ -187,16 +187,16 @@ class ProxyCall:
             raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
         try:
             if response.status >= 400:
-                async with _timeout(self._deadline, model, where):
-                    body = await self._read(response, where)
+                async with timed(self._deadline, model, where):
+                    body = await read_answer(response, where)
                 found = from_upstream(response.status, body, where)
                 await self._send_problem(send, found)
                 return found.status
             content_type = response.content_type or "application/json"
             if content_type.startswith("text/event-stream"):
                 return await self._relay_stream(response, content_type, model, where, send)
-            async with _timeout(self._deadline, model, where):
-                body = await self._read(response, where)
+            async with timed(self._deadline, model, where):
+                body = await read_answer(response, where)
             await send(_start(response.status, content_type, len(body)))
             self.finished = True
             await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -217,7 +217,7 @@ class ProxyCall:
         status = response.status
         found: Problem | None = None
         try:
-            async with _timeout(self._deadline, model, where):
+            async with timed(self._deadline, model, where):
                 while (chunk := await response.chunk()) is not None:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     if b'"usage"' in chunk:
@@ -236,12 +236,6 @@ class ProxyCall:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return status
 
-    async def _read(self, response: UpstreamResponse, where: str) -> bytes:
-        try:
-            return await response.read()
-        except UpstreamError as exc:
-            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
-
     async def _send_problem(self, send: Send, found: Problem) -> None:
         body = found.encode()
         start = _start(found.status, "application/json", len(body),
@@ -253,42 +247,6 @@ class ProxyCall:
     def _count_tokens(self, model: str, usage: Usage | None) -> None:
         if usage is not None:
             self._fw.metrics.add_tokens(model, usage.prompt_tokens, usage.completion_tokens)
-
-
-@asynccontextmanager
-async def _limited(model: ServedModel, deadline: float | None) -> AsyncIterator[None]:
-    """Hold one of the model's slots (``max_concurrent_requests``) for the whole answer."""
-    gate = model.gate
-    if gate is None or gate.limit is None:
-        yield
-        return
-    try:
-        async with asyncio.timeout_at(deadline):
-            slot = gate.slot(model.name)
-            await slot.__aenter__()
-    except TimeoutError:
-        raise RequestTimedOut(
-            f"The request for model '{model.name}' waited in its queue for longer than "
-            f"limits.request_timeout ({model.request_timeout:g}s)"
-        ) from None
-    try:
-        yield
-    finally:
-        await slot.__aexit__(None, None, None)
-
-
-@asynccontextmanager
-async def _timeout(deadline: float | None, model: ServedModel, where: str) -> AsyncIterator[None]:
-    """``limits.request_timeout``: cancel what runs inside (the upstream request) at the
-    deadline and say so as RequestTimedOut (504)."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            yield
-    except TimeoutError:
-        raise RequestTimedOut(
-            f"{where} ran longer than limits.request_timeout ({model.request_timeout:g}s); "
-            "the engine's request was cancelled"
-        ) from None
 
 
 class _LateWatch:
@@ -312,6 +270,14 @@ class _LateWatch:
             self._task.cancel()
         else:
             self._coro.close()  # never started
+
+
+async def read_answer(response: UpstreamResponse, where: str) -> bytes:
+    """The engine's whole answer; a broken one is ``UpstreamFailed`` (502)."""
+    try:
+        return await response.read()
+    except UpstreamError as exc:
+        raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
 
 
 def _start(
