@@ -35,6 +35,8 @@ from modelrunner.http.inspector.assemble import AnthropicAssembler
 from modelrunner.http.inspector.recorder import Recorder
 from modelrunner.http.inspector.translated import recording
 from modelrunner.http.openai.routes import EngineParam, checked_segment
+from modelrunner.http.tokenizer.routes import engine_answer
+from modelrunner.http.tokenizer.shapes import BadBody
 from modelrunner.http.translated.answers import JsonAnswer, StreamAnswer
 from modelrunner.http.translated.engine_call import EngineCall, EventStream, problem_of
 from modelrunner.http.translated.fast_path import TranslatedFastPath
@@ -153,13 +155,13 @@ def anthropic_handlers(
     async def count_tokens(data: CountTokensRequest, engine: EngineParam = "") -> dict[str, int]:
         """The input tokens a Messages request would cost (the model's chat template applied)."""
         segment = checked_segment(engine)
-        answer = await calls.complete(
-            "chat/completions",
-            data.model,
-            count_request(data),
-            segment,
-            route="messages/count_tokens",
-        )
-        return {"input_tokens": input_tokens(answer.body)}
+        route = "messages/count_tokens"
+        try:
+            counted = await engine_answer(
+                calls, "tokenize", data.model, count_request(data), segment, route
+            )
+        except BadBody as exc:
+            raise InvalidMessages(str(exc)) from None
+        return {"input_tokens": input_tokens(counted)}
 
     return [messages, count_tokens]

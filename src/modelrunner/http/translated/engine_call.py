@@ -7,7 +7,8 @@ What it offers (a stable interface; other route modules build on it):
 - ``await call.complete(op, model, body, segment=None, route=None) -> Answer``: sends
   ``POST /v1/{op}`` (``op`` as in ``chat/completions``, ``completions``, ``embeddings``)
   with the JSON ``body`` (a dict; ``model`` is set to the served model's name) and returns
-  ``Answer(model, body)``, the engine's decoded JSON answer.
+  ``Answer(model, body)``, the engine's decoded JSON answer. ``path`` sends it to another
+  engine path instead (``/tokenize``).
 - ``await call.stream(op, model, body, segment=None, route=None) -> EventStream``: the same
   with ``"stream": true`` (and ``stream_options.include_usage``, so engines that can report
   usage do). It returns once the engine accepted the request (its status line arrived),
@@ -109,6 +110,7 @@ class EngineCall:
         body: dict[str, Any],
         segment: str | None = None,
         route: str | None = None,
+        path: str | None = None,
     ) -> Answer:
         started = time.perf_counter()
         label, status = "unknown", 500
@@ -119,9 +121,10 @@ class EngineCall:
             async with limited(served, cut):
                 with self._fw.registry.acquire(model) as (served, endpoint):
                     body = {**body, "model": served.name}
-                    where = _where(op, served, endpoint)
+                    target = path or f"/v1/{op}"
+                    where = _where(target, served, endpoint)
                     async with timed(cut, served, where):
-                        response = await self._post(op, served, endpoint, body)
+                        response = await self._post(target, served, endpoint, body)
                         try:
                             raw = await read_answer(response, where)
                         finally:
@@ -177,12 +180,13 @@ class EngineCall:
                     **(options if isinstance(options, dict) else {}),
                 },
             }
-            async with timed(cut, served, _where(op, served, endpoint)):
-                response = await self._post(op, served, endpoint, body)
+            where = _where(f"/v1/{op}", served, endpoint)
+            async with timed(cut, served, where):
+                response = await self._post(f"/v1/{op}", served, endpoint, body)
             if not (response.content_type or "").startswith("text/event-stream"):
                 response.close()
                 raise UpstreamFailed(
-                    f"The engine did not stream its answer to {_where(op, served, endpoint)} "
+                    f"The engine did not stream its answer to {where} "
                     f"(content type {response.content_type or 'none'})"
                 )
         except BaseException as exc:
@@ -199,12 +203,12 @@ class EngineCall:
 
     # -- internals ----------------------------------------------------------------
     async def _post(
-        self, op: str, served: ServedModel, endpoint: Endpoint, body: dict[str, Any]
+        self, target: str, served: ServedModel, endpoint: Endpoint, body: dict[str, Any]
     ) -> UpstreamResponse:
-        where = _where(op, served, endpoint)
+        where = _where(target, served, endpoint)
         try:
             response = await self._fw.pool.post(
-                endpoint.base_url, f"/v1/{op}", msgspec.json.encode(body)
+                endpoint.base_url, target, msgspec.json.encode(body)
             )
         except CannotConnect as exc:
             raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
@@ -282,7 +286,7 @@ class EventStream:
     async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
         """The events as they arrive, grouped by what arrived together (one network read):
         a translator can answer them with one write instead of one per event."""
-        where = _where(self.op, self.model, self.endpoint)
+        where = _where(f"/v1/{self.op}", self.model, self.endpoint)
         try:
             while True:
                 found, self._buffer = split_events(self._buffer)
@@ -369,8 +373,8 @@ def _decode_event(data: bytes, where: str) -> dict[str, Any]:
     return event
 
 
-def _where(op: str, model: ServedModel, endpoint: Endpoint) -> str:
+def _where(target: str, model: ServedModel, endpoint: Endpoint) -> str:
     return (
-        f"POST /v1/{op} for model '{model.name}' "
+        f"POST {target} for model '{model.name}' "
         f"({endpoint.engine} instance {endpoint.instance_id} at {endpoint.base_url})"
     )
