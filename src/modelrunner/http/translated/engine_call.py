@@ -54,7 +54,13 @@ from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedO
 from modelrunner.http.errors import Problem, from_exception, from_upstream
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
-from modelrunner.http.upstream.forwarder import CLIENT_CLOSED, Forwarder, read_answer
+from modelrunner.http.upstream.forwarder import (
+    CLIENT_CLOSED,
+    Forwarder,
+    failed_before_answer,
+    read_answer,
+    withdrawn,
+)
 from modelrunner.http.upstream.limits import deadline, limited, timed, timed_out
 from modelrunner.http.upstream.pool import UpstreamResponse
 from modelrunner.registry import Endpoint, ServedModel
@@ -213,7 +219,7 @@ class EngineCall:
         except CannotConnect as exc:
             raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
         except UpstreamError as exc:
-            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
+            raise failed_before_answer(self._fw.registry, served, endpoint, where, exc) from None
         if response.status >= 400:
             try:
                 raw = await read_answer(response, where)
@@ -311,8 +317,10 @@ class EventStream:
                         async with asyncio.timeout_at(self._deadline):
                             chunk = await self._response.chunk()
                 except UpstreamError as exc:
+                    why = withdrawn(self._call.forwarder.registry, self.model, self.endpoint)
                     raise UpstreamFailed(
                         f"The engine failed mid-stream on {where}: {exc}"
+                        + (f" (the instance {why})" if why else "")
                     ) from None
                 except TimeoutError:
                     raise timed_out(self.model, where) from None

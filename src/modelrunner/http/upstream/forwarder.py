@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import msgspec
 
-from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedOut, UpstreamFailed
+from modelrunner.errors import (
+    ModelRunnerError,
+    ModelUnavailable,
+    RequestTimedOut,
+    UnknownModel,
+    UpstreamFailed,
+)
 from modelrunner.http.errors import Problem, from_exception, from_upstream, problem
 from modelrunner.http.inspector.recorder import Recorder, abandon
 from modelrunner.http.routing import check_engine
@@ -47,6 +53,7 @@ _CONNECT_TIMEOUT: Final = 5.0
 _READ_TIMEOUT: Final = 600.0
 _SCRAPE_TIMEOUT: Final = httpx.Timeout(10.0)
 _WATCH_AFTER: Final = 0.05  # seconds; see _LateWatch
+RETRY_AFTER: Final = 2.0  # seconds, for a request whose instance went away before answering
 CLIENT_CLOSED: Final = 499  # nginx's status for "the client went away first" (metrics only)
 
 
@@ -184,7 +191,7 @@ class ProxyCall:
         except CannotConnect as exc:
             raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
         except UpstreamError as exc:
-            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
+            raise failed_before_answer(self._fw.registry, model, endpoint, where, exc) from None
         try:
             if response.status >= 400:
                 async with timed(self._deadline, model, where):
@@ -194,7 +201,9 @@ class ProxyCall:
                 return found.status
             content_type = response.content_type or "application/json"
             if content_type.startswith("text/event-stream"):
-                return await self._relay_stream(response, content_type, model, where, send)
+                return await self._relay_stream(
+                    response, content_type, model, endpoint, where, send
+                )
             async with timed(self._deadline, model, where):
                 body = await read_answer(response, where)
             await send(_start(response.status, content_type, len(body)))
@@ -210,6 +219,7 @@ class ProxyCall:
         response: UpstreamResponse,
         content_type: str,
         model: ServedModel,
+        endpoint: Endpoint,
         where: str,
         send: Send,
     ) -> int:
@@ -224,7 +234,9 @@ class ProxyCall:
                         self._count_tokens(model.name, usage_of_sse(chunk))
         except UpstreamError as exc:
             # The status line is gone: say it the way OpenAI streams say it.
-            found = problem(502, f"The engine failed mid-stream on {where}: {exc}",
+            why = withdrawn(self._fw.registry, model, endpoint)
+            found = problem(502, f"The engine failed mid-stream on {where}: {exc}"
+                            + (f" (the instance {why})" if why else ""),
                             code="upstream_failed")  # fmt: skip
         except RequestTimedOut as exc:
             found = from_exception(exc, where)
@@ -270,6 +282,32 @@ class _LateWatch:
             self._task.cancel()
         else:
             self._coro.close()  # never started
+
+
+def withdrawn(registry: Registry, model: ServedModel, endpoint: Endpoint) -> str | None:
+    """Why the model is no longer routed to ``endpoint`` (its instance hung and was killed,
+    crashed, or was replaced), or None while it still is."""
+    try:
+        current = registry.lookup(model.name)
+    except UnknownModel:
+        return "was retired"
+    if current.endpoint is endpoint:
+        return None
+    return current.unavailable_reason or "was replaced"
+
+
+def failed_before_answer(
+    registry: Registry, model: ServedModel, endpoint: Endpoint, where: str, exc: Exception
+) -> ModelRunnerError:
+    """The connection broke before the engine's status line. If the instance was withdrawn
+    meanwhile (a hung engine is withdrawn before it is killed), the request did nothing
+    yet: 503 with Retry-After, for the replacement. Otherwise the engine failed: 502."""
+    why = withdrawn(registry, model, endpoint)
+    if why is not None:
+        return ModelUnavailable(
+            f"The instance serving {where} {why}; retry shortly", retry_after=RETRY_AFTER
+        )
+    return UpstreamFailed(f"The engine failed on {where}: {exc}")
 
 
 async def read_answer(response: UpstreamResponse, where: str) -> bytes:
