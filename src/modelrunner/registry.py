@@ -30,7 +30,8 @@ class Endpoint:
     last_used: float = field(default_factory=time.monotonic)  # when the last request ended
     served: int = 0  # requests that ended
     # A request's keep_alive (Ollama routes), seconds, replacing the manifest's for this
-    # instance from then on; a new instance (manifest change, reload) starts without it.
+    # instance from then on; a new instance (manifest change, reload) starts without it,
+    # unless a request sent one while there was no instance (``ServedModel.hold_keep_alive``).
     keep_alive: float | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -71,6 +72,9 @@ class ServedModel:
     request_timeout: float | None = None
     # Set for a model in standby (not loaded): a request calls it to have the model loaded.
     activate: Callable[[], None] | None = None
+    # Set while there is no endpoint (standby, starting): a request's keep_alive, kept for
+    # the instance that starts next.
+    hold_keep_alive: Callable[[float], None] | None = None
 
 
 class Registry:

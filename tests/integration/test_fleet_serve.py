@@ -132,3 +132,33 @@ def test_two_hosts_share_one_folder_and_a_placement_edit_moves_a_model(
     assert sent[0] > 0
     assert served(host_a) == {"alpha", "moving"}
     assert served(host_b) == {"beta"}
+
+
+def test_a_relabelled_host_follows_its_labels_file(
+    start_server: Callable[..., Server], smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    """MR_HOST_LABELS_FILE is watched like the manifests (as a Kubernetes downward API
+    file changes when the pod is relabelled): placement follows without a restart."""
+    labels = tmp_path / "podinfo" / "labels"
+    labels.parent.mkdir()
+    labels.write_text('class="a"\n')
+    host = start_server(MR_HOST_NAME="host-l", MR_HOST_LABELS_FILE=str(labels))
+    host.write(
+        "gpu.yaml", manifest(smollm2_gguf, "gpu", placement={"match_labels": {"class": "b"}})
+    )
+    host.wait_for(
+        "gpu placed elsewhere", lambda: host.status().get("gpu", {}).get("phase") == "elsewhere"
+    )
+
+    labels.write_text('class="b"\n')
+    ready = host.wait_for("gpu on the relabelled host", lambda: host.ready("gpu"), timeout=180)
+
+    # An unreadable file keeps the labels read before (and says so in the log).
+    labels.write_text("class b\n")
+    host.wait_for("the warning", lambda: "placement keeps the labels" in host.log.read_text())
+    still = host.ready("gpu")
+    assert still is not None and still["instance"] == ready["instance"]
+
+    labels.write_text('class="a"\n')
+    host.wait_for("gpu retired", lambda: host.status()["gpu"]["phase"] == "elsewhere")
+    assert served(host) == set()

@@ -77,16 +77,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_events(result)
 
     def _read_json(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise RequestError(413, f"request body of {length} bytes is over {MAX_BODY}")
-        return json_object(self.rfile.read(length) if length else b"{}")
+        return read_json_body(self)
 
     def send_json(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -165,6 +164,40 @@ def parse_bool(value: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+def body_length(transfer_encoding: str | None, lengths: list[str]) -> int:
+    """The length of a request's body from its headers: a ``Content-Length`` of ASCII
+    digits (repeated only with one value), at most ``MAX_BODY``; none means no body.
+    A chunked body is refused (411): these servers read bodies by length only."""
+    if "chunked" in (transfer_encoding or "").lower():
+        raise RequestError(411, "send the body with a Content-Length, not chunked")
+    values = {v.strip() for v in lengths}
+    if len(values) > 1:
+        raise RequestError(400, f"Content-Length given twice with different values: {lengths}")
+    if not values:
+        return 0
+    value = values.pop()
+    if not (value.isascii() and value.isdigit()):
+        raise RequestError(400, f"Content-Length is not a number of bytes: {value[:40]!r}")
+    length = int(value)
+    if length > MAX_BODY:
+        raise RequestError(413, f"request body of {length} bytes is over {MAX_BODY}")
+    return length
+
+
+def read_json_body(handler: BaseHTTPRequestHandler) -> dict[str, Any]:
+    """A request's body, one JSON object (``body_length``, ``json_object``). A body that
+    cannot be read leaves the connection unusable: it is closed after the answer."""
+    headers = handler.headers
+    try:
+        length = body_length(
+            headers.get("Transfer-Encoding"), headers.get_all("Content-Length") or []
+        )
+    except RequestError:
+        handler.close_connection = True
+        raise
+    return json_object(handler.rfile.read(length) if length else b"{}")
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

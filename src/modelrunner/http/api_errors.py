@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Request, Response
 
 from modelrunner.http.anthropic import routes as anthropic_routes
-from modelrunner.http.ollama import routes as ollama_routes
+from modelrunner.http.ollama import errors as ollama_errors
 
 Handler = Callable[[Request[Any, Any, Any], Exception], Response[Any]]
 
@@ -19,7 +19,7 @@ def per_api(default: Handler) -> Handler:
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         path = request.url.path
         if path.startswith("/api/"):
-            return ollama_routes.handle_error(request, exc)
+            return ollama_errors.handle_error(request, exc)
         if path.endswith(("/messages", "/messages/count_tokens")):
             return anthropic_routes.handle_error(request, exc)
         return default(request, exc)

@@ -27,9 +27,11 @@ from modelrunner.http.errors import exception_handler
 from modelrunner.http.inspector.recorder import Recorder
 from modelrunner.http.inspector.routes import inspector_handlers
 from modelrunner.http.keys import KeyCheck, check_settings
-from modelrunner.http.management.routes import ModelControl, management_handlers
+from modelrunner.http.management.engine_routes import ModelControl, engine_handlers
 from modelrunner.http.management.status_routes import admin_handlers
-from modelrunner.http.ollama.routes import ollama_handlers
+from modelrunner.http.management.store_routes import store_handlers
+from modelrunner.http.ollama.chat_routes import chat_handlers
+from modelrunner.http.ollama.model_routes import model_handlers
 from modelrunner.http.openai.fast_path import FastPath
 from modelrunner.http.openai.routes import openai_handlers
 from modelrunner.http.request_policy import RequestPolicy, RequestPolicyMiddleware
@@ -72,7 +74,8 @@ def create_app(
     short = TranslatedFastPath(keys, settings.max_body_bytes)
     recorder = forwarder.recorder
     translated = [
-        *ollama_handlers(calls, status, store, short, recorder),
+        *model_handlers(calls, status, store),
+        *chat_handlers(calls, short, recorder),
         *anthropic_handlers(calls, short, recorder),
     ]
     policy = RequestPolicy.of(settings.allowed_hosts, settings.cors_origins, keys.enabled)
@@ -102,7 +105,8 @@ def create_app(
         route_handlers=[
             *openai_handlers(forwarder, fast),
             *admin_handlers(forwarder, status, keys),
-            *management_handlers(settings, registry, status, store, control),
+            *store_handlers(registry, status, store),
+            *engine_handlers(settings, registry, status, store, control),
             *inspector_handlers(forwarder.recorder),
             *responses_handlers(calls, forwarder.recorder),
             *tokenizer_handlers(calls),

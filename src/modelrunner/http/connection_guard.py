@@ -41,7 +41,7 @@ _SLICE: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class ConnectionLimits:
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout: float = 10.0
@@ -70,7 +70,7 @@ def _refuse(transport: asyncio.BaseTransport, status: int, message: str) -> None
 class _GuardMixin:
     """The parser-independent part: connection cap and the header-read deadline."""
 
-    limits: Limits
+    limits: ConnectionLimits
     # Provided by uvicorn's protocol classes.
     connections: set[Any]
     loop: asyncio.AbstractEventLoop
@@ -198,7 +198,7 @@ def _h11_guard(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
     return H11Guard
 
 
-def guarded_protocol(parser: str, limits: Limits) -> type[asyncio.Protocol]:
+def guarded_protocol(parser: str, limits: ConnectionLimits) -> type[asyncio.Protocol]:
     """uvicorn's protocol class for ``parser`` ("auto", "httptools" or "h11"), guarded."""
     if parser == "auto":
         try:

@@ -52,7 +52,7 @@ class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorDetail
 
 
-class Problem(msgspec.Struct, frozen=True):
+class ErrorAnswer(msgspec.Struct, frozen=True):
     """An error decided but not yet sent: status, body and extra headers."""
 
     status: int
@@ -71,7 +71,7 @@ def problem(
     param: str | None = None,
     code: str | None = None,
     headers: tuple[tuple[str, str], ...] = (),
-) -> Problem:
+) -> ErrorAnswer:
     if type_ is None:
         type_ = (
             "server_error"
@@ -80,10 +80,10 @@ def problem(
         )
     if code is None:
         code = _CODE_FOR_STATUS.get(status)
-    return Problem(status, ErrorBody(ErrorDetail(message, type_, param, code)), headers)
+    return ErrorAnswer(status, ErrorBody(ErrorDetail(message, type_, param, code)), headers)
 
 
-def malformed_body(exc: RecursionError | UnicodeError, where: str) -> Problem:
+def malformed_body(exc: RecursionError | UnicodeError, where: str) -> ErrorAnswer:
     """A JSON body the decoder gave up on outside its own error type: too deeply nested
     for the stack, or text that is not UTF-8."""
     reason = (
@@ -92,7 +92,7 @@ def malformed_body(exc: RecursionError | UnicodeError, where: str) -> Problem:
     return problem(400, f"Invalid request body for {where}: {reason}")
 
 
-def from_exception(exc: BaseException, where: str) -> Problem:
+def from_exception(exc: BaseException, where: str) -> ErrorAnswer:
     """The answer for any exception raised while serving ``where`` (e.g. ``POST /v1/models``)."""
     if isinstance(exc, RecursionError | UnicodeError):
         # Only body decoding recurses this deep or decodes client text; see malformed_body.
@@ -130,7 +130,7 @@ def from_exception(exc: BaseException, where: str) -> Problem:
     )
 
 
-def _validation(exc: ValidationException, where: str) -> Problem:
+def _validation(exc: ValidationException, where: str) -> ErrorAnswer:
     """Litestar's body/parameter validation: name the offending field."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     parts: list[str] = []
@@ -163,7 +163,7 @@ class _UpstreamError(msgspec.Struct):
     message: Any = None
 
 
-def from_upstream(status: int, body: bytes, where: str) -> Problem:
+def from_upstream(status: int, body: bytes, where: str) -> ErrorAnswer:
     """An engine answered ``status`` with ``body``: keep its OpenAI error when it sent one,
     wrap anything else, pass on a busy engine's 503 (with Retry-After) and turn its other
     faults (5xx) into 502."""
@@ -235,7 +235,7 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-async def send_problem(send: Send, found: Problem, *, close: bool = False) -> None:
+async def send_problem(send: Send, found: ErrorAnswer, *, close: bool = False) -> None:
     """Answer with ``found`` from plain ASGI code (middleware outside Litestar's handlers)."""
     body = found.encode()
     headers = [
@@ -250,7 +250,7 @@ async def send_problem(send: Send, found: Problem, *, close: bool = False) -> No
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def to_response(found: Problem) -> Response[bytes]:
+def to_response(found: ErrorAnswer) -> Response[bytes]:
     return Response(
         found.encode(),
         status_code=found.status,

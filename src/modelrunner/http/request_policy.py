@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 from litestar.enums import ScopeType
 
-from modelrunner.http.errors import Problem, problem, send_problem
+from modelrunner.http.errors import ErrorAnswer, problem, send_problem
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send
@@ -109,7 +109,7 @@ def refusal(
     content_type: str | None,
     has_body: bool,
     policy: RequestPolicy,
-) -> Problem | None:
+) -> ErrorAnswer | None:
     """Why a request must not be served (a 403 or 415 answer), or None."""
     if (method, path) in EXEMPT:
         return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from modelrunner.errors import UsageError
-from modelrunner.http.connection_guard import HeaderCountLimit, Limits, guarded_protocol
+from modelrunner.http.connection_guard import ConnectionLimits, HeaderCountLimit, guarded_protocol
 from modelrunner.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def uvicorn_server(
         import uvicorn
     except ImportError:
         raise UsageError("serving needs uvicorn: pip install 'uvicorn[standard]'") from None
-    limits = Limits(max_connections=settings.max_connections)
+    limits = ConnectionLimits(max_connections=settings.max_connections)
     options.setdefault("log_level", "info")
     options.setdefault("access_log", False)
     config = uvicorn.Config(

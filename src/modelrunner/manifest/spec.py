@@ -1,7 +1,7 @@
 """The typed manifest: frozen msgspec Structs that mirror schema/model-manifest.schema.json.
 
 The JSON Schema is the published contract and gives located messages; these Structs are
-what the rest of the program reads. tests/unit/test_schema_agreement.py proves that the
+what the rest of the program reads. tests/unit/manifest/test_schema_agreement.py proves that the
 two accept the same documents. One deliberate difference: a Struct reads an explicit
 null as "not set", while the schema, which the loader runs first, refuses it.
 """

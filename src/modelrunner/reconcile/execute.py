@@ -66,6 +66,10 @@ class Reconciler:
     ) -> None:
         self.settings = settings
         self.host = host if host is not None else host_from_env()  # whose placement decides
+        # A host read from the environment is read again at each pass: its labels file
+        # may change (a relabelled pod); the last good identity is kept while it is invalid.
+        self._host_from_env = host is None
+        self._host_problem: str | None = None
         self.registry = registry
         self.store = store
         self.metrics = metrics
@@ -92,6 +96,8 @@ class Reconciler:
         """Read the folder and tell every model what its manifest says now."""
         started = time.perf_counter()
         result = await asyncio.to_thread(load_folder, self.settings.models_dir)
+        if self._host_from_env:
+            self._follow_host(await asyncio.to_thread(_read_host))
         targets = {
             name: w.state.target.file
             for name, w in self._workers.items()
@@ -123,6 +129,19 @@ class Reconciler:
             self.metrics.reconcile_passes.inc()
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
 
+    def _follow_host(self, read: Host | str) -> None:
+        """Take the host identity read this pass (or the reason it could not be read)."""
+        if isinstance(read, str):
+            if read != self._host_problem:
+                log.warning("%s; placement keeps the labels read before", read)
+            self._host_problem = read
+            return
+        self._host_problem = None
+        if read != self.host:
+            labels = ",".join(f"{k}={v}" for k, v in read.labels.items()) or "none"
+            log.info("host %s: labels now %s; placement follows", read.name, labels)
+            self.host = read
+
     def note_sighup(self) -> None:
         """The next pass retries even models that crashed the same way every time."""
         self._sighup = True
@@ -138,6 +157,7 @@ class Reconciler:
             running,
             gate=worker.gate,
             activate=lambda: worker.send(lc.RequestArrived()),
+            hold_keep_alive=worker.hold_keep_alive,
             created=worker.created,
         )
         if served is None:
@@ -153,8 +173,10 @@ class Reconciler:
         else:
             self._status[name] = status
             edited = previous is not None and previous.keep_alive != status.keep_alive
-            if edited and served is not None and served.endpoint is not None:
-                served.endpoint.keep_alive = None  # an edited manifest beats a request's
+            if edited:  # an edited manifest beats a request's keep_alive
+                worker.held_keep_alive = None
+                if served is not None and served.endpoint is not None:
+                    served.endpoint.keep_alive = None
             if self.metrics is not None and (previous is None or previous.phase != status.phase):
                 self.metrics.instance_state(name, status.phase)
         if state.phase == "absent" and not worker.busy:
@@ -373,7 +395,13 @@ class Reconciler:
         """Reconcile once, then follow the folder until the context ends."""
         from modelrunner.reconcile.triggers import Triggers
 
-        triggers = Triggers(self.settings, self.reconcile_once, on_sighup=self.note_sighup)
+        labels = os.environ.get("MR_HOST_LABELS_FILE", "").strip()
+        triggers = Triggers(
+            self.settings,
+            self.reconcile_once,
+            on_sighup=self.note_sighup,
+            labels_file=Path(labels) if labels and self._host_from_env else None,
+        )
         unloader = asyncio.create_task(self._unload_idle(), name="reconcile:keep-alive")
         try:
             await self.reconcile_once()
@@ -383,6 +411,13 @@ class Reconciler:
             unloader.cancel()
             await asyncio.gather(unloader, return_exceptions=True)
             await self.shutdown()
+
+
+def _read_host() -> Host | str:
+    try:
+        return host_from_env()
+    except ModelRunnerError as exc:
+        return str(exc)
 
 
 def _held_detail(state: DesiredState, file: str) -> str:

@@ -6,7 +6,8 @@ written all the time cannot starve passes. The pass re-reads the whole folder, s
 events, editor temp files, atomic renames and ConfigMap symlink swaps all converge. Only
 events about what the loader reads count (manifest files and the ConfigMap ``..data``
 swap). The periodic resync runs its pass itself, not through the event queue; resync and
-SIGHUP also retry models whose last attempt failed.
+SIGHUP also retry models whose last attempt failed. The host's labels file
+(``MR_HOST_LABELS_FILE``), when there is one, is watched the same way: a pass reads it again.
 """
 
 from __future__ import annotations
@@ -46,11 +47,22 @@ def is_relevant(path: str) -> bool:
     return is_manifest_name(name) or name.startswith("..data")
 
 
+def is_labels_file(path: str, labels: Path) -> bool:
+    """An event about the labels file, or a ConfigMap/downward API ``..data`` swap beside it."""
+    name = Path(path).name
+    return name == labels.name or name.startswith("..data")
+
+
 class Triggers:
     def __init__(
-        self, settings: Settings, reconcile: Pass, on_sighup: Callable[[], None] | None = None
+        self,
+        settings: Settings,
+        reconcile: Pass,
+        on_sighup: Callable[[], None] | None = None,
+        labels_file: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.labels_file = labels_file
         self._reconcile = reconcile
         self._on_sighup = on_sighup
         self._pending = asyncio.Event()
@@ -84,17 +96,16 @@ class Triggers:
             except Exception:
                 log.exception("reconcile pass failed; the next trigger tries again")
 
-    async def _watch(self) -> None:
+    async def _watch(self, folder: Path, relevant: Callable[[str], bool]) -> None:
         import watchfiles
 
-        folder = self.settings.models_dir
         while not self._stop.is_set():
             try:
                 async for _changes in watchfiles.awatch(
                     folder,
                     # Level-based: any relevant change means "look again"; other files
                     # (hidden, editor temp files, heartbeats) never delay a pass.
-                    watch_filter=lambda _change, path: is_relevant(path),
+                    watch_filter=lambda _change, path: relevant(path),
                     force_polling=self.settings.poll,
                     poll_delay_ms=500,
                     debounce=50,
@@ -104,7 +115,7 @@ class Triggers:
                 ):
                     self.fire()
             except FileNotFoundError:
-                log.warning("models folder %s is gone; looking again in 1 s", folder)
+                log.warning("folder %s is gone; looking again in 1 s", folder)
                 await asyncio.sleep(1.0)
                 self.fire()
             except Exception:
@@ -131,9 +142,19 @@ class Triggers:
             loop.add_signal_handler(signal.SIGHUP, self._sighup)
         tasks = [
             asyncio.create_task(self._passes(), name="reconcile:passes"),
-            asyncio.create_task(self._watch(), name="reconcile:watch"),
+            asyncio.create_task(
+                self._watch(self.settings.models_dir, is_relevant), name="reconcile:watch"
+            ),
             asyncio.create_task(self._resync(), name="reconcile:resync"),
         ]
+        if self.labels_file is not None:
+            labels = self.labels_file
+            tasks.append(
+                asyncio.create_task(
+                    self._watch(labels.parent, lambda path: is_labels_file(path, labels)),
+                    name="reconcile:watch-labels",
+                )
+            )
         try:
             yield self
         finally:

@@ -107,6 +107,7 @@ def served_view(
     *,
     gate: Gate,
     activate: Callable[[], None],
+    hold_keep_alive: Callable[[float], None] | None = None,
     created: float,
 ) -> ServedModel | None:
     """The registry entry; None withdraws the model (requests get 404)."""
@@ -132,4 +133,5 @@ def served_view(
         entry,
         unavailable_reason=_unavailable(state),
         activate=activate if state.phase == "standby" else None,
+        hold_keep_alive=hold_keep_alive,
     )

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelrunner.reconcile")
 
 
-class Host(Protocol):
+class WorkerOwner(Protocol):
     """What a worker needs of the reconciler that owns it."""
 
     drain_timeout: float
@@ -54,18 +54,23 @@ class Host(Protocol):
 
 
 class ModelWorker:
-    def __init__(self, name: str, host: Host) -> None:
+    def __init__(self, name: str, host: WorkerOwner) -> None:
         self.name = name
         self.host = host
         self.state = lc.ModelState(name)
         self.gate = Gate()
         self.created = time.time()
+        # A request's keep_alive sent while no instance ran, for the next one to start.
+        self.held_keep_alive: float | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}  # attempt -> its pull or spawn
         self._chores: set[asyncio.Task[None]] = set()  # drains and stops
         self._instances: dict[int, EngineProcess] = {}
         self._endpoints: dict[int, Endpoint] = {}
         self._pinned: dict[int, ModelFiles] = {}
         self._timers: list[asyncio.TimerHandle] = []
+
+    def hold_keep_alive(self, seconds: float) -> None:
+        self.held_keep_alive = seconds
 
     # -- what the reconciler reads ---------------------------------------------
     @property
@@ -197,8 +202,12 @@ class ModelWorker:
             self.send(lc.StartFailed(attempt, f"internal error: {exc!r}", stamp=stamp))
             return
         self._endpoints[attempt] = Endpoint(
-            instance.instance_id, instance.engine, instance.base_url
+            instance.instance_id,
+            instance.engine,
+            instance.base_url,
+            keep_alive=self.held_keep_alive,
         )
+        self.held_keep_alive = None
         self.host.pin(files)
         self._pinned[attempt] = files
         self.send(lc.Ready(attempt))

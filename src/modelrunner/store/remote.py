@@ -75,12 +75,14 @@ class _Oras(oras.provider.Registry):  # type: ignore[misc]
         insecure: bool,
         credentials: Credentials | None,
         timeout: tuple[float, float],
+        bearer_token: str | None = None,
     ) -> None:
         super().__init__(hostname=api_host(registry), insecure=insecure)
         self.registry = registry
         self.credentials = credentials
         self.timeout = timeout
-        self.authorization: str | None = None
+        # A caller's registry token (DMR's bearer-token) is sent as is, before any challenge.
+        self.authorization: str | None = f"Bearer {bearer_token}" if bearer_token else None
         self._tokens: dict[str, str] = {}
         self.on_sent: Callable[[int], None] | None = None
 
@@ -181,10 +183,11 @@ class RegistryClient:
         credentials: Credentials | None,
         timeout: tuple[float, float] = (10.0, 60.0),
         backoff: Sequence[float] = BACKOFF,
+        bearer_token: str | None = None,
     ) -> None:
         self.registry, self.repository = registry, repository
         self.backoff = tuple(backoff)
-        self._oras = _Oras(registry, insecure, credentials, timeout)
+        self._oras = _Oras(registry, insecure, credentials, timeout, bearer_token)
         scheme = "http" if insecure else "https"
         self.base = f"{scheme}://{api_host(registry)}/v2/{repository}"
         container = oras.container.Container(f"{api_host(registry)}/x")

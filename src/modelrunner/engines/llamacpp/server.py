@@ -27,11 +27,10 @@ from modelrunner.engines.llamacpp.jobs import Delta, Event, Failed, Finished, Jo
 from modelrunner.engines.llamacpp.metrics import CONTENT_TYPE
 from modelrunner.engines.llamacpp.tokenize import detokenize, tokenize
 from modelrunner.engines.serving import (
-    MAX_BODY,
     RequestError,
     error_body,
-    json_object,
     model_list,
+    read_json_body,
 )
 
 log = logging.getLogger("modelrunner.llamacpp")
@@ -97,18 +96,7 @@ class Handler(BaseHTTPRequestHandler):
         self._run(job, output)
 
     def _read_json(self) -> dict[str, Any]:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self.close_connection = True  # its body is not read: the connection is unusable
-            raise RequestError(411, "send the body with a Content-Length")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            raise RequestError(400, "Content-Length is not a number") from None
-        if length > MAX_BODY or length < 0:
-            self.close_connection = True  # the body is not read: the connection is unusable
-            raise RequestError(413, f"request body of {length} bytes is over {MAX_BODY}")
-        return json_object(self.rfile.read(length) if length else b"{}")
+        return read_json_body(self)
 
     # -- running a job --------------------------------------------------------------------
     def _run(self, job: Job, output: ChatOutput) -> None:

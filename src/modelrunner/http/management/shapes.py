@@ -22,7 +22,7 @@ from modelrunner.errors import (
     StoreError,
     UsageError,
 )
-from modelrunner.http.errors import Problem, problem
+from modelrunner.http.errors import ErrorAnswer, problem
 from modelrunner.registry import ServedModel
 from modelrunner.status import ModelStatus
 
@@ -32,6 +32,8 @@ class CreateModelRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     """``POST /models/create``: pull ``from`` into the store."""
 
     from_: str = msgspec.field(name="from")
+    # A registry token for this pull (sent as ``Authorization: Bearer``); never logged.
+    bearer_token: str | None = msgspec.field(name="bearer-token", default=None)
 
 
 class UnloadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -205,7 +207,7 @@ def engine_status(installs: Iterable[tuple[str, str | None, str | None]]) -> dic
     }
 
 
-def store_problem(exc: BaseException, where: str) -> Problem | None:
+def store_problem(exc: BaseException, where: str) -> ErrorAnswer | None:
     """A store failure as an HTTP problem; None for anything that is not one."""
     text = f"{where}: {exc}"
     if isinstance(exc, InvalidReference):

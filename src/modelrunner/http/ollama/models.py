@@ -2,7 +2,7 @@
 facts read from its artifact (the store's config for an OCI model, the GGUF header for a
 local file), and the pure shaping of those facts into Ollama's objects.
 
-``ModelFacts.read`` does I/O (the store, the GGUF header: run it in a thread); ``FactsCache``
+``OllamaFacts.read`` does I/O (the store, the GGUF header: run it in a thread); ``FactsCache``
 keeps the facts per model file, so a listing reads each artifact once.
 """
 
@@ -30,7 +30,7 @@ _CHAT_CAPABILITIES: Final = ["completion"]
 
 
 @dataclass(frozen=True)
-class ModelFacts:
+class OllamaFacts:
     format: str | None = None
     family: str | None = None
     parameter_size: str | None = None
@@ -42,21 +42,21 @@ class ModelFacts:
     context_size: int | None = None
 
     @staticmethod
-    def read(status: ModelStatus, store: Store) -> ModelFacts:
+    def read(status: ModelStatus, store: Store) -> OllamaFacts:
         """The facts of a served model's artifact; empty facts when it cannot be read (a
         listing must not fail because one artifact is gone)."""
         model = status.reference
         try:
             if model is None:
-                return ModelFacts()
+                return OllamaFacts()
             if reference.is_local_path(model):
                 return _local_facts(status, model)
             return _store_facts(store, model)
         except (ModelRunnerError, OSError, ValueError):
-            return ModelFacts()
+            return OllamaFacts()
 
 
-def _local_facts(status: ModelStatus, model: str) -> ModelFacts:
+def _local_facts(status: ModelStatus, model: str) -> OllamaFacts:
     path = Path(model).expanduser()
     if not path.is_absolute() and status.file:
         path = Path(status.file).parent / path
@@ -67,10 +67,10 @@ def _local_facts(status: ModelStatus, model: str) -> ModelFacts:
             if path.is_dir()
             else path.stat().st_size
         )
-        return ModelFacts(format=files.format, size=size, modified=path.stat().st_mtime)
+        return OllamaFacts(format=files.format, size=size, modified=path.stat().st_mtime)
     shards = discover_shards(files.path)
     fields, context = read_fields(shards)
-    return ModelFacts(
+    return OllamaFacts(
         format="gguf",
         family=fields.get("architecture"),
         parameter_size=fields.get("parameters"),
@@ -82,11 +82,11 @@ def _local_facts(status: ModelStatus, model: str) -> ModelFacts:
     )
 
 
-def _store_facts(store: Store, model: str) -> ModelFacts:
+def _store_facts(store: Store, model: str) -> OllamaFacts:
     found = store.inspect(model)
     config = found["config"].get("config") or {}
     created = (found["config"].get("descriptor") or {}).get("created")
-    return ModelFacts(
+    return OllamaFacts(
         format=config.get("format") or found.get("format"),
         family=config.get("architecture"),
         parameter_size=config.get("parameters"),
@@ -113,13 +113,13 @@ class FactsCache:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._facts: dict[tuple[str | None, str | None, str | None], ModelFacts] = {}
+        self._facts: dict[tuple[str | None, str | None, str | None], OllamaFacts] = {}
 
-    def get(self, status: ModelStatus) -> ModelFacts:
+    def get(self, status: ModelStatus) -> OllamaFacts:
         key = (status.reference, status.digest, status.file)
         facts = self._facts.get(key)
         if facts is None:
-            facts = ModelFacts.read(status, self.store)
+            facts = OllamaFacts.read(status, self.store)
             if len(self._facts) >= _MAX_CACHED:
                 self._facts.clear()
             self._facts[key] = facts
@@ -127,7 +127,7 @@ class FactsCache:
 
 
 # -- shaping (pure) -------------------------------------------------------------------
-def details(facts: ModelFacts) -> dict[str, Any]:
+def details(facts: OllamaFacts) -> dict[str, Any]:
     return {
         "parent_model": "",
         "format": facts.format or "",
@@ -138,7 +138,7 @@ def details(facts: ModelFacts) -> dict[str, Any]:
     }
 
 
-def tags_entry(name: str, facts: ModelFacts) -> dict[str, Any]:
+def tags_entry(name: str, facts: OllamaFacts) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": name,
         "model": name,
@@ -152,7 +152,7 @@ def tags_entry(name: str, facts: ModelFacts) -> dict[str, Any]:
 
 def ps_entry(
     model: ServedModel,
-    facts: ModelFacts,
+    facts: OllamaFacts,
     keep_alive: float | None,
     now_unix: float,
     now_mono: float,
@@ -171,7 +171,7 @@ def ps_entry(
     return entry
 
 
-def show_answer(model: ServedModel, facts: ModelFacts, verbose: bool) -> dict[str, Any]:
+def show_answer(model: ServedModel, facts: OllamaFacts, verbose: bool) -> dict[str, Any]:
     """``/api/show``: details, the chat template, model_info from the GGUF header."""
     metadata = facts.metadata
     template = str(metadata.get("tokenizer.chat_template", ""))

@@ -20,21 +20,13 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from modelrunner.errors import ModelRunnerError
-from modelrunner.http.errors import Problem, problem, to_response
+from modelrunner.http.errors import ErrorAnswer, problem, to_response
 from modelrunner.http.inspector.recorder import Entry, Recorder
 from modelrunner.http.openai.routes import EngineParam, checked_segment, error_responses
+from modelrunner.http.responses.answers import Output, StreamTranslator, response_object
+from modelrunner.http.responses.shapes import BadInput, ResponsesRequest, new_id
 from modelrunner.http.responses.store import ResponseStore, page
-from modelrunner.http.responses.translate import (
-    BadInput,
-    Output,
-    ResponsesRequest,
-    StreamTranslator,
-    chat_body,
-    input_items,
-    new_id,
-    refuse_unsupported,
-    response_object,
-)
+from modelrunner.http.responses.translate import chat_body, input_items, refuse_unsupported
 from modelrunner.http.translated.engine_call import EngineCall, EventStream, problem_of
 
 TAGS: Final = ["OpenAI Responses"]
@@ -63,7 +55,7 @@ def responses_handlers(call: EngineCall, recorder: Recorder | None) -> list[HTTP
                         param="response_id", code="not_found")  # fmt: skip
         return to_response(found)
 
-    def answer_problem(found: Problem, entry: Entry | None) -> Response[bytes]:
+    def answer_problem(found: ErrorAnswer, entry: Entry | None) -> Response[bytes]:
         if entry is not None and recorder is not None:
             entry.finish(found.status, found.encode(), complete=True)
             recorder.done(entry)

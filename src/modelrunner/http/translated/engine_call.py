@@ -33,7 +33,7 @@ What it offers (a stable interface; other route modules build on it):
   mid-stream when the connection breaks or the engine sends an error event), and
   ``EngineRejected`` (the engine's own 4xx or busy 503, with its OpenAI-shaped ``problem``).
   ``problem_of(exc, where)`` turns any of them (or any other exception) into the
-  OpenAI-shaped ``Problem`` (status, message), which each API then says in its own shape.
+  OpenAI-shaped ``ErrorAnswer`` (status, message), which each API then says in its own shape.
 
 While a call runs, the model's endpoint counts it in flight (so a replaced instance drains
 it), request metrics are recorded under ``route`` and token usage is counted when the
@@ -51,7 +51,7 @@ from typing import Any, Final
 import msgspec
 
 from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedOut, UpstreamFailed
-from modelrunner.http.errors import Problem, from_exception, from_upstream
+from modelrunner.http.errors import ErrorAnswer, from_exception, from_upstream
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
 from modelrunner.http.upstream.forwarder import (
@@ -72,12 +72,12 @@ _MAX_EVENT: Final = 16 * 1024 * 1024  # one SSE event larger than this is an eng
 class EngineRejected(ModelRunnerError):
     """The engine refused the request with a 4xx (a prompt too long, a bad field)."""
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: ErrorAnswer) -> None:
         super().__init__(problem.body.error.message)
         self.problem = problem
 
 
-def problem_of(exc: BaseException, where: str) -> Problem:
+def problem_of(exc: BaseException, where: str) -> ErrorAnswer:
     """The OpenAI-shaped error for any exception raised by a call (or around it)."""
     if isinstance(exc, EngineRejected):
         return exc.problem

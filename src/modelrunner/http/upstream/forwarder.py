@@ -34,7 +34,7 @@ from modelrunner.errors import (
     UnknownModel,
     UpstreamFailed,
 )
-from modelrunner.http.errors import Problem, from_exception, from_upstream, problem
+from modelrunner.http.errors import ErrorAnswer, from_exception, from_upstream, problem
 from modelrunner.http.inspector.recorder import Recorder, abandon
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
@@ -225,7 +225,7 @@ class ProxyCall:
     ) -> int:
         await send(_start(response.status, content_type, None, _STREAM_HEADERS))
         status = response.status
-        found: Problem | None = None
+        found: ErrorAnswer | None = None
         try:
             async with timed(self._deadline, model, where):
                 while (chunk := await response.chunk()) is not None:
@@ -248,7 +248,7 @@ class ProxyCall:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return status
 
-    async def _send_problem(self, send: Send, found: Problem) -> None:
+    async def _send_problem(self, send: Send, found: ErrorAnswer) -> None:
         body = found.encode()
         start = _start(found.status, "application/json", len(body),
                        tuple((k.encode(), v.encode()) for k, v in found.headers))  # fmt: skip
