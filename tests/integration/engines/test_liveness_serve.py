@@ -2,8 +2,9 @@
 in the middle of two streams (standing in for a deadlock or a host swapping it out). The
 OpenAI stream ends with an error event naming the hang and the Ollama one with its error
 line, a request that was waiting for the frozen engine gets a 503 with Retry-After, and
-the model answers again on its own: the hung engine was killed and a new one started. How long that takes is bench/bench_liveness.py's
-figure; here a generous bound only keeps a broken liveness check from waiting forever."""
+the model answers again on its own: the hung engine was killed and a new one started. How
+long that takes is bench/bench_liveness.py's figure; here a generous bound only keeps a
+broken liveness check from waiting forever."""
 
 from __future__ import annotations
 
