@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.engines",
     "tests.fixtures.http",
     "tests.fixtures.serve",
+    "tests.fixtures.served_store",
 ]
