@@ -57,7 +57,7 @@ class Gate:
             except BaseException:
                 if turn.done() and not turn.cancelled():
                     self._release()  # our turn came as we were cancelled: pass it on
-                else:
+                elif turn in self._waiting:  # (a release in the same loop turn popped it)
                     self._waiting.remove(turn)
                 raise
         else:

@@ -54,6 +54,27 @@ def test_a_cancelled_waiter_leaves_the_queue() -> None:
     asyncio.run(run())
 
 
+def test_a_waiter_cancelled_as_the_slot_frees_leaves_quietly() -> None:
+    # A request's timeout and the release of the slot in the same loop turn: the release
+    # pops the cancelled waiter before the waiter runs its own clean-up.
+    async def run() -> None:
+        gate, order, release = Gate(1), [], asyncio.Event()
+        held = gate.slot("m")
+        await held.__aenter__()
+        gone = asyncio.create_task(hold(gate, "b", order, release))
+        later = asyncio.create_task(hold(gate, "c", order, release))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await held.__aexit__(None, None, None)  # no suspension: before ``gone`` runs
+        release.set()
+        (refused,) = await asyncio.gather(gone, return_exceptions=True)
+        assert isinstance(refused, asyncio.CancelledError)
+        await later
+        assert (order, gate.in_flight, gate.queued) == (["c"], 0, 0)
+
+    asyncio.run(run())
+
+
 def test_raising_the_limit_in_place_lets_waiters_in() -> None:
     async def run() -> None:
         gate, order, release = Gate(1), [], asyncio.Event()

@@ -1,9 +1,9 @@
 """One owner per engine process: spawn it, probe it, watch it, and report what happened.
 
     stopped ──start()──▶ starting ──health, then one real request──▶ ready
-                            │                                          │ exit, or silent
-                            │ exit / timeout / bad answer              │ on /health
-                            ▼                                          ▼
+                            │                                          │ exit, or hung
+                            │ exit / timeout / bad answer              │ (/health silent:
+                            ▼                                          ▼  SIGKILL)
                  EngineStartFailed (how it ended)            exited (``on_exit`` called)
     any ──stop()──▶ stopping ──▶ stopped
 
@@ -61,12 +61,20 @@ _DEATH_GRACE: Final = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Liveness:
-    """While ready: a process alive but silent on its health check this many times in a
-    row (a hang, a deadlock, SIGSTOP) is reported as ended, like a crash."""
+    """While ready, the health endpoint is asked every ``interval`` seconds; a process
+    alive but without a good answer for ``hung_after`` seconds (a hang, a deadlock, SIGSTOP,
+    a host swapping it out) is hung: killed with SIGKILL at once and reported as ended.
 
-    interval: float = 10.0
-    timeout: float = 5.0
-    failures: int = 3
+    Why the health endpoint and not the gaps between tokens: a long prefill sends no token
+    for as long as it takes, and so does a hang, but a prefill does not stop ``/health``.
+    Every engine answers it on another thread or process than the one computing (mr's
+    llama.cpp and Diffusers servers: a thread per connection, while llama.cpp's decode and
+    torch release the GIL; vLLM: its API server process, the model in its engine core), so
+    it answers within milliseconds through any prefill or generation, and only a frozen or
+    deadlocked process goes silent on it."""
+
+    interval: float = 1.0
+    hung_after: float = 5.0
 
 
 class _AttemptFailed(Exception):
@@ -272,7 +280,7 @@ class EngineProcess:
 
     # -- while ready --------------------------------------------------------------
     async def _watch(self) -> None:
-        """Until the process ends or stops answering; then sweep its group and report."""
+        """Until the process ends or hangs; then sweep its group and report."""
         exited = asyncio.create_task(self._wait_exit())
         hung = asyncio.create_task(self._watch_health())
         try:
@@ -284,9 +292,14 @@ class EngineProcess:
         if exited.done() and not exited.cancelled() and exited.exception() is None:
             self.exit = exited.result()
             reason = exits.reason(self.exit, self.stderr_tail())
+            await self._terminate(timeout=5.0)  # sweep what the leader left behind
         else:
+            # Hung: SIGKILL now (a stopped or deadlocked process never handles SIGTERM),
+            # and report it before the sockets' closing reaches the requests in flight, so
+            # they see their instance gone (503, retry) rather than a broken engine (502).
             reason = f"{hung.result()}{self._tail_suffix()}"
-        await self._terminate(timeout=5.0)  # sweep what the leader left behind
+            if self._proc is not None:
+                _signal_group(self._proc.pid, signal.SIGKILL)
         log.warning("instance %s ended: %s", self.instance_id, reason)
         self._set("exited", reason)
         if self.on_exit is not None:
@@ -294,22 +307,26 @@ class EngineProcess:
                 self.on_exit(self)
             except Exception:
                 log.exception("on_exit of instance %s failed", self.instance_id)
+        await self._terminate(timeout=0.0)  # reap (SIGKILL sent already, or none left)
 
     async def _watch_health(self) -> str:
         live, path = self.liveness, self.launch.health_path if self.launch else "/health"
-        failures = 0
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=live.timeout) as client:
+        last_good = time.monotonic()
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
             while True:
                 await asyncio.sleep(live.interval)
+                left = live.hung_after - (time.monotonic() - last_good)
                 try:
-                    healthy = (await client.get(path)).status_code == 200
+                    answer = await client.get(path, timeout=max(0.1, left))
+                    healthy = answer.status_code == 200
                 except httpx.HTTPError:
                     healthy = False
-                failures = 0 if healthy else failures + 1
-                if failures >= live.failures:
+                if healthy:
+                    last_good = time.monotonic()
+                elif time.monotonic() - last_good >= live.hung_after:
                     return (
-                        f"engine stopped answering {path} while serving "
-                        f"({failures} checks in a row, {live.interval:g}s apart)"
+                        f"hung: no progress for {live.hung_after:g} s (no answer from {path} "
+                        "while serving); killed with SIGKILL"
                     )
 
     async def _wait_exit(self) -> Exit:
@@ -336,20 +353,22 @@ class EngineProcess:
         await asyncio.gather(*readers, return_exceptions=True)
 
     async def _terminate(self, timeout: float) -> None:
-        """SIGTERM the process group, wait up to ``timeout``, SIGKILL what is left, reap."""
+        """SIGTERM the process group, wait up to ``timeout``, SIGKILL what is left, reap.
+        ``timeout`` 0: SIGKILL at once."""
         proc = self._proc
         if proc is None:
             return
         pgid = proc.pid
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-            # The leader is gone; give the rest of its group what is left of the grace time.
-            while group_alive(pgid) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-        except TimeoutError:
-            log.warning("instance %s ignored SIGTERM for %.0fs", self.instance_id, timeout)
+        if timeout > 0:
+            _signal_group(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+                # The leader is gone; give the rest of its group what is left of the grace.
+                while group_alive(pgid) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+            except TimeoutError:
+                log.warning("instance %s ignored SIGTERM for %.0fs", self.instance_id, timeout)
         _signal_group(pgid, signal.SIGKILL)
         await proc.wait()
         await self._finish_readers(timeout=2.0)

@@ -37,6 +37,7 @@ from modelrunner.http.openai.fast_path import FastPath
 from modelrunner.http.openai.routes import openai_handlers
 from modelrunner.http.request_policy import RequestPolicy, RequestPolicyMiddleware
 from modelrunner.http.responses.routes import responses_handlers
+from modelrunner.http.tokenizer.routes import tokenizer_handlers
 from modelrunner.http.translated.engine_call import EngineCall
 from modelrunner.http.translated.fast_path import TranslatedFastPath
 from modelrunner.http.upstream.forwarder import Forwarder
@@ -110,6 +111,7 @@ def create_app(
             *rollout_handlers(registry, control if isinstance(control, RolloutControl) else None),
             *inspector_handlers(forwarder.recorder),
             *responses_handlers(calls, forwarder.recorder),
+            *tokenizer_handlers(calls),
             *translated,
         ],
         lifespan=[forwarder.lifespan, *lifespan],

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -180,28 +181,40 @@ def test_killed_llamacpp_engine_is_reported_not_restarted(
 
 
 def test_hung_engine_is_killed_and_reported(tmp_path: Path, smollm2_gguf: Path) -> None:
-    """Alive but silent (SIGSTOP stands in for a deadlock): the liveness check catches it."""
-    manifest = make_manifest(name="smol", **{"llama.cpp": {"threads": 1}}, context_size=256)
+    """Alive but silent (SIGSTOP stands in for a deadlock): the liveness check catches it,
+    while a prefill longer than the hang threshold does not look like a hang."""
+    section = {"threads": 1}
+    manifest = make_manifest(name="smol", **{"llama.cpp": section}, context_size=2048)
     ended: list[EngineProcess] = []
     proc = engines.create_instance(
         manifest,
         ModelFiles("gguf", smollm2_gguf),
         Settings(log_dir=tmp_path),
-        liveness=Liveness(interval=0.3, timeout=0.5, failures=2),
+        liveness=Liveness(interval=0.15, hung_after=0.75),
         on_exit=ended.append,
     )
+    # About 1,000 tokens and one token out: nearly all prefill, no token for its duration.
+    prefill = {"model": "smol", "prompt": "hello " * 1000, "max_tokens": 1}
 
     async def run() -> None:
         await proc.start()
         first = proc.pid
         assert first is not None
+        async with httpx.AsyncClient(base_url=proc.base_url, timeout=120) as client:
+            began = time.monotonic()
+            answer = await client.post("/v1/completions", json=prefill)
+            took = time.monotonic() - began
+        assert answer.status_code == 200, answer.text
+        assert took > proc.liveness.hung_after, "the prefill was too short to tell"
+        assert proc.state == "ready", proc.reason  # /health answered all along
         os.kill(first, signal.SIGSTOP)
         await proc.wait_for("exited", timeout=30)
         assert proc.reason is not None
-        assert "stopped answering /health while serving (2 checks in a row" in proc.reason
+        assert proc.reason.startswith("hung: no progress for 0.75 s (no answer from /health")
+        assert "killed with SIGKILL" in proc.reason
         assert proc.exit is None  # it did not end by itself: it was killed for hanging
-        assert not group_alive(first)  # the hung process was killed, not left behind
         await proc.stop()
+        assert not group_alive(first)  # the hung process was killed, not left behind
 
     asyncio.run(run())
     assert ended == [proc]

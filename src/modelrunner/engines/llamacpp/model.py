@@ -57,6 +57,19 @@ class Model:
             n = C.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, parse_special)
         return list(buf[:n])
 
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens``, special tokens written out (what /detokenize answers).
+        Its own buffer: handler threads call it beside the scheduler's ``piece``."""
+        ids = (C.llama_token * max(1, len(tokens)))(*tokens)
+        size = 8 * len(tokens) + 16
+        buf = ctypes.create_string_buffer(size)
+        n = C.llama_detokenize(self.vocab, ids, len(tokens), buf, size, False, True)
+        if n < 0:  # the buffer was too small: -n bytes are needed
+            size = -n
+            buf = ctypes.create_string_buffer(size)
+            n = C.llama_detokenize(self.vocab, ids, len(tokens), buf, size, False, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
     def piece(self, token: int) -> bytes:
         """The bytes of one token (special tokens render as nothing, but tool-call markers)."""
         cached = self._pieces.get(token)

@@ -26,6 +26,7 @@ from modelrunner.engines.llamacpp.answers import ChatOutput
 from modelrunner.engines.llamacpp.engine import Engine
 from modelrunner.engines.llamacpp.jobs import Delta, Event, Failed, Finished, Job, QueueFull
 from modelrunner.engines.llamacpp.metrics import CONTENT_TYPE
+from modelrunner.engines.llamacpp.tokenize import detokenize, tokenize
 from modelrunner.engines.serving import (
     RequestError,
     error_body,
@@ -37,6 +38,8 @@ log = logging.getLogger("modelrunner.llamacpp")
 
 POLL_SECONDS: Final = 0.1  # how often a waiting handler checks that its client is still there
 RETRY_AFTER: Final = "1"
+# Answered at once on the handler's thread (the tokenizer needs no slot); vLLM's paths.
+TOKENIZER_ROUTES: Final = {"/tokenize": tokenize, "/detokenize": detokenize}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -81,6 +84,9 @@ class Handler(BaseHTTPRequestHandler):
                         "(set llama.cpp.embeddings: true)",
                     )
                 self.send_json(200, engine.embedder.answer(body, engine.name))
+                return
+            elif path in TOKENIZER_ROUTES:
+                self.send_json(200, TOKENIZER_ROUTES[path](engine, body))
                 return
             else:
                 raise RequestError(404, f"no route POST {path}")

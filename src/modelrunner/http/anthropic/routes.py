@@ -14,7 +14,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ASGIApp, ExceptionHandlersMap
 
-from modelrunner.errors import UpstreamFailed
+from modelrunner.errors import RequestTimedOut, UpstreamFailed
 from modelrunner.http.anthropic.shapes import (
     AnthropicError,
     AnthropicErrorDetail,
@@ -35,6 +35,8 @@ from modelrunner.http.inspector.assemble import AnthropicAssembler
 from modelrunner.http.inspector.recorder import Recorder
 from modelrunner.http.inspector.translated import recording
 from modelrunner.http.openai.routes import EngineParam, checked_segment
+from modelrunner.http.tokenizer.routes import engine_answer
+from modelrunner.http.tokenizer.shapes import BadBody
 from modelrunner.http.translated.answers import JsonAnswer, StreamAnswer
 from modelrunner.http.translated.engine_call import EngineCall, EventStream, problem_of
 from modelrunner.http.translated.fast_path import TranslatedFastPath
@@ -48,8 +50,10 @@ ERRORS: Final = {
         401: "Missing or wrong API key (authentication_error)",
         404: "Unknown model (not_found_error)",
         413: "Body larger than the server's limit",
+        429: "limits.max_concurrent_requests reached (rate_limit_error), see Retry-After",
         502: "The engine failed (api_error)",
         503: "The model is starting (overloaded_error), see Retry-After",
+        504: "Longer than limits.request_timeout (timeout_error)",
     }.items()
 }
 
@@ -109,7 +113,7 @@ async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncGene
                     pending = []
             if not finished:
                 yield _sse(pending + translate.finish())
-        except UpstreamFailed as exc:
+        except (UpstreamFailed, RequestTimedOut) as exc:
             _, body, _ = anthropic_error(exc, stream.op)
             yield _sse([("error", msgspec.to_builtins(body))])
 
@@ -151,13 +155,13 @@ def anthropic_handlers(
     async def count_tokens(data: CountTokensRequest, engine: EngineParam = "") -> dict[str, int]:
         """The input tokens a Messages request would cost (the model's chat template applied)."""
         segment = checked_segment(engine)
-        answer = await calls.complete(
-            "chat/completions",
-            data.model,
-            count_request(data),
-            segment,
-            route="messages/count_tokens",
-        )
-        return {"input_tokens": input_tokens(answer.body)}
+        route = "messages/count_tokens"
+        try:
+            counted = await engine_answer(
+                calls, "tokenize", data.model, count_request(data), segment, route
+            )
+        except BadBody as exc:
+            raise InvalidMessages(str(exc)) from None
+        return {"input_tokens": input_tokens(counted)}
 
     return [messages, count_tokens]

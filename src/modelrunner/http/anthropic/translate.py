@@ -204,14 +204,14 @@ def chat_request(req: MessagesRequest) -> dict[str, Any]:
 
 
 def count_request(req: CountTokensRequest) -> dict[str, Any]:
-    """A one-token chat completion whose ``usage.prompt_tokens`` is the count: the engine
-    applies the model's own chat template, so the number is the one a real call costs."""
-    return {"messages": messages(req.system, req.messages), "max_tokens": 1, **_tool_fields(req)}
+    """A ``POST /tokenize`` of the chat (vLLM's shape): the engine applies the model's own
+    chat template with the generation prompt, so the count is what a real call costs."""
+    return {"messages": messages(req.system, req.messages), "add_generation_prompt": True,
+            **_tool_fields(req)}  # fmt: skip
 
 
 def input_tokens(answer: dict[str, Any]) -> int:
-    usage = answer.get("usage") or {}
-    count = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    count = answer.get("count")
     return count if isinstance(count, int) else 0
 
 
@@ -396,5 +396,6 @@ def error_type(status: int) -> str:
         413: "request_too_large",
         429: "rate_limit_error",
         503: "overloaded_error",
+        504: "timeout_error",
         529: "overloaded_error",
     }.get(status, "api_error" if status >= 500 else "invalid_request_error")

@@ -13,7 +13,7 @@ from litestar import post
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp
 
-from modelrunner.errors import UpstreamFailed
+from modelrunner.errors import RequestTimedOut, UpstreamFailed
 from modelrunner.http.inspector.assemble import OllamaAssembler
 from modelrunner.http.inspector.recorder import Recorder
 from modelrunner.http.inspector.translated import recording
@@ -114,7 +114,7 @@ def chat_handlers(
                         yield _lines(lines)
                 if not finished:
                     yield _lines(translate.finish(time.perf_counter()))
-            except UpstreamFailed as exc:
+            except (UpstreamFailed, RequestTimedOut) as exc:
                 yield msgspec.json.encode(OllamaError(str(exc))) + b"\n"
 
     async def answer(

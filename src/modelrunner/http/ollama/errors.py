@@ -36,8 +36,10 @@ ERRORS: Final = {
         400: "Invalid body, or a field mr cannot honour",
         401: "Missing or wrong API key",
         404: "Unknown model",
+        429: "limits.max_concurrent_requests reached, see Retry-After",
         502: "The engine failed",
         503: "The model is starting, see Retry-After",
+        504: "Longer than limits.request_timeout",
     }.items()
 }
 

@@ -41,8 +41,10 @@ _ERRORS: Final = {
     401: "Missing or wrong API key",
     404: "Unknown model (`model_not_found`) or engine",
     413: "Body larger than the server's limit",
+    429: "limits.max_concurrent_requests reached (`rate_limit_exceeded`); see Retry-After",
     502: "The engine failed while answering",
     503: "The model is starting, draining or failed; see Retry-After",
+    504: "Longer than limits.request_timeout (`timeout`); the engine's request was cancelled",
 }
 
 
@@ -53,7 +55,7 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
-PROXY_ERRORS: Final = error_responses(400, 401, 404, 413, 502, 503)
+PROXY_ERRORS: Final = error_responses(400, 401, 404, 413, 429, 502, 503, 504)
 READ_ERRORS: Final = error_responses(400, 401, 404)
 _PROXY_RESPONSES: Final = (
     "The engine's answer, relayed unchanged: JSON, or server-sent events when `stream` is "

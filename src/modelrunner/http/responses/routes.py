@@ -65,7 +65,7 @@ def responses_handlers(call: EngineCall, recorder: Recorder | None) -> list[HTTP
         _paths(),
         tags=TAGS,
         status_code=200,
-        responses=error_responses(400, 401, 404, 413, 502, 503),
+        responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
         description="Create a response: `input` (a string or message, function_call and "
         "function_call_output items), `instructions`, function `tools` and `tool_choice`, "
         "`text.format` (`json_schema` or `json_object`), `max_output_tokens`, "
@@ -195,7 +195,8 @@ async def _relay(
             store.save(final, items, history)
         yield sse([*last, *closing])
     except ModelRunnerError as exc:
-        failing = translator.fail("upstream_failed", str(exc))
+        code = problem_of(exc, "POST /v1/responses").body.error.code or "upstream_failed"
+        failing = translator.fail(code, str(exc))
         final = failing[-1]["response"]
         yield sse(failing)
     finally:

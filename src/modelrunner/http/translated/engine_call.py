@@ -7,7 +7,8 @@ What it offers (a stable interface; other route modules build on it):
 - ``await call.complete(op, model, body, segment=None, route=None) -> Answer``: sends
   ``POST /v1/{op}`` (``op`` as in ``chat/completions``, ``completions``, ``embeddings``)
   with the JSON ``body`` (a dict; ``model`` is set to the served model's name) and returns
-  ``Answer(model, body)``, the engine's decoded JSON answer.
+  ``Answer(model, body)``, the engine's decoded JSON answer. ``path`` sends it to another
+  engine path instead (``/tokenize``).
 - ``await call.stream(op, model, body, segment=None, route=None) -> EventStream``: the same
   with ``"stream": true`` (and ``stream_options.include_usage``, so engines that can report
   usage do). It returns once the engine accepted the request (its status line arrived),
@@ -21,8 +22,14 @@ What it offers (a stable interface; other route modules build on it):
   which stops the generation (what a client disconnect must do).
 - ``segment`` is the engine a path names (``/engines/{engine}/...``): a model of another
   engine is ``UnknownModel``. ``route`` labels the request metrics (default: ``op``).
+- The model's ``limits`` apply as on the proxied routes (``upstream/limits.py``): a call
+  holds one of its ``max_concurrent_requests`` slots (queued, then ``Overloaded``, 429)
+  until it returns or its stream is closed, and ``request_timeout`` counts from the call:
+  past it the engine's request is cancelled and ``RequestTimedOut`` (504) is raised, before
+  the answer or mid-stream.
 - Errors are the project's own: ``UnknownModel`` (404), ``ModelUnavailable`` (503, with
-  ``retry_after``; a model in standby is asked to load), ``UpstreamFailed`` (502, also raised
+  ``retry_after``; a model in standby is asked to load), ``Overloaded`` (429),
+  ``RequestTimedOut`` (504), ``UpstreamFailed`` (502, also raised
   mid-stream when the connection breaks or the engine sends an error event), and
   ``EngineRejected`` (the engine's own 4xx or busy 503, with its OpenAI-shaped ``problem``).
   ``problem_of(exc, where)`` turns any of them (or any other exception) into the
@@ -35,18 +42,26 @@ engine reports it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from typing import Any, Final
 
 import msgspec
 
-from modelrunner.errors import ModelRunnerError, ModelUnavailable, UpstreamFailed
+from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedOut, UpstreamFailed
 from modelrunner.http.errors import ErrorAnswer, from_exception, from_upstream
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
-from modelrunner.http.upstream.forwarder import CLIENT_CLOSED, Forwarder
+from modelrunner.http.upstream.forwarder import (
+    CLIENT_CLOSED,
+    Forwarder,
+    failed_before_answer,
+    read_answer,
+    withdrawn,
+)
+from modelrunner.http.upstream.limits import deadline, limited, timed, timed_out
 from modelrunner.http.upstream.pool import UpstreamResponse
 from modelrunner.registry import Endpoint, ServedModel
 
@@ -101,19 +116,25 @@ class EngineCall:
         body: dict[str, Any],
         segment: str | None = None,
         route: str | None = None,
+        path: str | None = None,
     ) -> Answer:
         started = time.perf_counter()
         label, status = "unknown", 500
         try:
             served = self.resolve(model, segment, op)
             label = served.name
-            with self._fw.registry.acquire(model) as (served, endpoint):
-                body = {**body, "model": served.name}
-                response = await self._post(op, served, endpoint, body)
-                try:
-                    raw = await _read(response, _where(op, served, endpoint))
-                finally:
-                    response.close()
+            cut = deadline(served)
+            async with limited(served, cut):
+                with self._fw.registry.acquire(model) as (served, endpoint):
+                    body = {**body, "model": served.name}
+                    target = path or f"/v1/{op}"
+                    where = _where(target, served, endpoint)
+                    async with timed(cut, served, where):
+                        response = await self._post(target, served, endpoint, body)
+                        try:
+                            raw = await read_answer(response, where)
+                        finally:
+                            response.close()
             try:
                 decoded = msgspec.json.decode(raw)
             except msgspec.DecodeError:
@@ -148,10 +169,12 @@ class EngineCall:
     ) -> EventStream:
         started = time.perf_counter()
         label, status = "unknown", 500
-        slot = ExitStack()
+        slot = AsyncExitStack()
         try:
             served = self.resolve(model, segment, op)
             label = served.name
+            cut = deadline(served)
+            await slot.enter_async_context(limited(served, cut))
             served, endpoint = slot.enter_context(self._fw.registry.acquire(model))
             options = body.get("stream_options")
             body = {
@@ -163,15 +186,17 @@ class EngineCall:
                     **(options if isinstance(options, dict) else {}),
                 },
             }
-            response = await self._post(op, served, endpoint, body)
+            where = _where(f"/v1/{op}", served, endpoint)
+            async with timed(cut, served, where):
+                response = await self._post(f"/v1/{op}", served, endpoint, body)
             if not (response.content_type or "").startswith("text/event-stream"):
                 response.close()
                 raise UpstreamFailed(
-                    f"The engine did not stream its answer to {_where(op, served, endpoint)} "
+                    f"The engine did not stream its answer to {where} "
                     f"(content type {response.content_type or 'none'})"
                 )
         except BaseException as exc:
-            slot.close()
+            await slot.aclose()
             if isinstance(exc, EngineRejected):
                 status = exc.problem.status
             elif isinstance(exc, ModelRunnerError):
@@ -180,24 +205,24 @@ class EngineCall:
                 route or op, label, status, time.perf_counter() - started
             )
             raise
-        return EventStream(self, served, endpoint, op, response, slot, route or op, started)
+        return EventStream(self, served, endpoint, op, response, slot, route or op, started, cut)
 
     # -- internals ----------------------------------------------------------------
     async def _post(
-        self, op: str, served: ServedModel, endpoint: Endpoint, body: dict[str, Any]
+        self, target: str, served: ServedModel, endpoint: Endpoint, body: dict[str, Any]
     ) -> UpstreamResponse:
-        where = _where(op, served, endpoint)
+        where = _where(target, served, endpoint)
         try:
             response = await self._fw.pool.post(
-                endpoint.base_url, f"/v1/{op}", msgspec.json.encode(body)
+                endpoint.base_url, target, msgspec.json.encode(body)
             )
         except CannotConnect as exc:
             raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
         except UpstreamError as exc:
-            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
+            raise failed_before_answer(self._fw.registry, served, endpoint, where, exc) from None
         if response.status >= 400:
             try:
-                raw = await _read(response, where)
+                raw = await read_answer(response, where)
             finally:
                 response.close()
             found = from_upstream(response.status, raw, where)
@@ -219,8 +244,8 @@ class EngineCall:
 class EventStream:
     """The engine's server-sent events, decoded one by one as they arrive."""
 
-    __slots__ = ("_buffer", "_call", "_closed", "_response", "_route", "_slot", "_started",
-                 "_status", "ended", "endpoint", "model", "op")  # fmt: skip
+    __slots__ = ("_buffer", "_call", "_closed", "_deadline", "_response", "_route", "_slot",
+                 "_started", "_status", "ended", "endpoint", "model", "op")  # fmt: skip
 
     def __init__(
         self,
@@ -229,9 +254,10 @@ class EventStream:
         endpoint: Endpoint,
         op: str,
         response: UpstreamResponse,
-        slot: ExitStack,
+        slot: AsyncExitStack,
         route: str,
         started: float,
+        deadline: float | None = None,
     ) -> None:
         self._call = call
         self.model = model
@@ -241,6 +267,7 @@ class EventStream:
         self._slot = slot
         self._route = route
         self._started = started
+        self._deadline = deadline  # limits.request_timeout: the stream ends there
         self._buffer = b""
         self._status = CLIENT_CLOSED  # until the stream is read to its end
         # Set once the engine's end arrived, before the last batch is yielded: a translator
@@ -265,7 +292,7 @@ class EventStream:
     async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
         """The events as they arrive, grouped by what arrived together (one network read):
         a translator can answer them with one write instead of one per event."""
-        where = _where(self.op, self.model, self.endpoint)
+        where = _where(f"/v1/{self.op}", self.model, self.endpoint)
         try:
             while True:
                 found, self._buffer = split_events(self._buffer)
@@ -284,11 +311,19 @@ class EventStream:
                 if batch:
                     yield batch
                 try:
-                    chunk = await self._response.chunk()
+                    if self._deadline is None:
+                        chunk = await self._response.chunk()
+                    else:
+                        async with asyncio.timeout_at(self._deadline):
+                            chunk = await self._response.chunk()
                 except UpstreamError as exc:
+                    why = withdrawn(self._call.forwarder.registry, self.model, self.endpoint)
                     raise UpstreamFailed(
                         f"The engine failed mid-stream on {where}: {exc}"
+                        + (f" (the instance {why})" if why else "")
                     ) from None
+                except TimeoutError:
+                    raise timed_out(self.model, where) from None
                 if chunk is None:
                     # An engine that ends without [DONE] has still ended.
                     self._status = 200
@@ -300,13 +335,16 @@ class EventStream:
         except UpstreamFailed:
             self._status = 502
             raise
+        except RequestTimedOut:
+            self._status = 504
+            raise
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._response.close()  # not read to its end: the connection is closed, generation stops
-        self._slot.close()
+        await self._slot.aclose()
         fw = self._call.forwarder
         fw.metrics.record_request(
             self._route, self.model.name, self._status, time.perf_counter() - self._started
@@ -343,15 +381,8 @@ def _decode_event(data: bytes, where: str) -> dict[str, Any]:
     return event
 
 
-async def _read(response: UpstreamResponse, where: str) -> bytes:
-    try:
-        return await response.read()
-    except UpstreamError as exc:
-        raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
-
-
-def _where(op: str, model: ServedModel, endpoint: Endpoint) -> str:
+def _where(target: str, model: ServedModel, endpoint: Endpoint) -> str:
     return (
-        f"POST /v1/{op} for model '{model.name}' "
+        f"POST {target} for model '{model.name}' "
         f"({endpoint.engine} instance {endpoint.instance_id} at {endpoint.base_url})"
     )

@@ -27,11 +27,18 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import msgspec
 
-from modelrunner.errors import ModelRunnerError, ModelUnavailable, RequestTimedOut, UpstreamFailed
+from modelrunner.errors import (
+    ModelRunnerError,
+    ModelUnavailable,
+    RequestTimedOut,
+    UnknownModel,
+    UpstreamFailed,
+)
 from modelrunner.http.errors import ErrorAnswer, from_exception, from_upstream, problem
 from modelrunner.http.inspector.recorder import Recorder, abandon
 from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
+from modelrunner.http.upstream.limits import deadline, limited, timed
 from modelrunner.http.upstream.pool import UpstreamPool, UpstreamResponse
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Endpoint, Registry, ServedModel
@@ -46,6 +53,7 @@ _CONNECT_TIMEOUT: Final = 5.0
 _READ_TIMEOUT: Final = 600.0
 _SCRAPE_TIMEOUT: Final = httpx.Timeout(10.0)
 _WATCH_AFTER: Final = 0.05  # seconds; see _LateWatch
+RETRY_AFTER: Final = 2.0  # seconds, for a request whose instance went away before answering
 CLIENT_CLOSED: Final = 499  # nginx's status for "the client went away first" (metrics only)
 
 
@@ -134,9 +142,8 @@ class ProxyCall:
             model = fw.registry.lookup(self._model)
             label = model.name
             check_engine(model, self._segment, self._op)
-            if model.request_timeout is not None:
-                self._deadline = asyncio.get_running_loop().time() + model.request_timeout
-            async with _limited(model, self._deadline):
+            self._deadline = deadline(model)
+            async with limited(model, self._deadline):
                 session = _session(scope) if model.split is not None else None
                 with fw.registry.acquire(self._model, session) as (model, endpoint):
                     chosen = endpoint
@@ -202,24 +209,26 @@ class ProxyCall:
         )
         target = f"/v1/{self._op}?{self._query}" if self._query else f"/v1/{self._op}"
         try:
-            async with _timeout(self._deadline, model, where):
+            async with timed(self._deadline, model, where):
                 response = await pool.post(endpoint.base_url, target, self._body)
         except CannotConnect as exc:
             raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
         except UpstreamError as exc:
-            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
+            raise failed_before_answer(self._fw.registry, model, endpoint, where, exc) from None
         try:
             if response.status >= 400:
-                async with _timeout(self._deadline, model, where):
-                    body = await self._read(response, where)
+                async with timed(self._deadline, model, where):
+                    body = await read_answer(response, where)
                 found = from_upstream(response.status, body, where)
                 await self._send_problem(send, found)
                 return found.status
             content_type = response.content_type or "application/json"
             if content_type.startswith("text/event-stream"):
-                return await self._relay_stream(response, content_type, model, where, send)
-            async with _timeout(self._deadline, model, where):
-                body = await self._read(response, where)
+                return await self._relay_stream(
+                    response, content_type, model, endpoint, where, send
+                )
+            async with timed(self._deadline, model, where):
+                body = await read_answer(response, where)
             await send(_start(response.status, content_type, len(body)))
             self.finished = True
             await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -233,6 +242,7 @@ class ProxyCall:
         response: UpstreamResponse,
         content_type: str,
         model: ServedModel,
+        endpoint: Endpoint,
         where: str,
         send: Send,
     ) -> int:
@@ -240,14 +250,16 @@ class ProxyCall:
         status = response.status
         found: ErrorAnswer | None = None
         try:
-            async with _timeout(self._deadline, model, where):
+            async with timed(self._deadline, model, where):
                 while (chunk := await response.chunk()) is not None:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     if b'"usage"' in chunk:
                         self._count_tokens(model.name, usage_of_sse(chunk))
         except UpstreamError as exc:
             # The status line is gone: say it the way OpenAI streams say it.
-            found = problem(502, f"The engine failed mid-stream on {where}: {exc}",
+            why = withdrawn(self._fw.registry, model, endpoint)
+            found = problem(502, f"The engine failed mid-stream on {where}: {exc}"
+                            + (f" (the instance {why})" if why else ""),
                             code="upstream_failed")  # fmt: skip
         except RequestTimedOut as exc:
             found = from_exception(exc, where)
@@ -258,12 +270,6 @@ class ProxyCall:
         self.finished = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return status
-
-    async def _read(self, response: UpstreamResponse, where: str) -> bytes:
-        try:
-            return await response.read()
-        except UpstreamError as exc:
-            raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
 
     async def _send_problem(self, send: Send, found: ErrorAnswer) -> None:
         body = found.encode()
@@ -276,42 +282,6 @@ class ProxyCall:
     def _count_tokens(self, model: str, usage: Usage | None) -> None:
         if usage is not None:
             self._fw.metrics.add_tokens(model, usage.prompt_tokens, usage.completion_tokens)
-
-
-@asynccontextmanager
-async def _limited(model: ServedModel, deadline: float | None) -> AsyncIterator[None]:
-    """Hold one of the model's slots (``max_concurrent_requests``) for the whole answer."""
-    gate = model.gate
-    if gate is None or gate.limit is None:
-        yield
-        return
-    try:
-        async with asyncio.timeout_at(deadline):
-            slot = gate.slot(model.name)
-            await slot.__aenter__()
-    except TimeoutError:
-        raise RequestTimedOut(
-            f"The request for model '{model.name}' waited in its queue for longer than "
-            f"limits.request_timeout ({model.request_timeout:g}s)"
-        ) from None
-    try:
-        yield
-    finally:
-        await slot.__aexit__(None, None, None)
-
-
-@asynccontextmanager
-async def _timeout(deadline: float | None, model: ServedModel, where: str) -> AsyncIterator[None]:
-    """``limits.request_timeout``: cancel what runs inside (the upstream request) at the
-    deadline and say so as RequestTimedOut (504)."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            yield
-    except TimeoutError:
-        raise RequestTimedOut(
-            f"{where} ran longer than limits.request_timeout ({model.request_timeout:g}s); "
-            "the engine's request was cancelled"
-        ) from None
 
 
 class _LateWatch:
@@ -343,6 +313,40 @@ def _session(scope: Scope) -> str | None:
         if key == b"x-session-id":
             return value.decode("latin-1")[:256] or None
     return None
+
+
+def withdrawn(registry: Registry, model: ServedModel, endpoint: Endpoint) -> str | None:
+    """Why the model is no longer routed to ``endpoint`` (its instance hung and was killed,
+    crashed, or was replaced), or None while it still is."""
+    try:
+        current = registry.lookup(model.name)
+    except UnknownModel:
+        return "was retired"
+    if current.endpoint is endpoint:
+        return None
+    return current.unavailable_reason or "was replaced"
+
+
+def failed_before_answer(
+    registry: Registry, model: ServedModel, endpoint: Endpoint, where: str, exc: Exception
+) -> ModelRunnerError:
+    """The connection broke before the engine's status line. If the instance was withdrawn
+    meanwhile (a hung engine is withdrawn before it is killed), the request did nothing
+    yet: 503 with Retry-After, for the replacement. Otherwise the engine failed: 502."""
+    why = withdrawn(registry, model, endpoint)
+    if why is not None:
+        return ModelUnavailable(
+            f"The instance serving {where} {why}; retry shortly", retry_after=RETRY_AFTER
+        )
+    return UpstreamFailed(f"The engine failed on {where}: {exc}")
+
+
+async def read_answer(response: UpstreamResponse, where: str) -> bytes:
+    """The engine's whole answer; a broken one is ``UpstreamFailed`` (502)."""
+    try:
+        return await response.read()
+    except UpstreamError as exc:
+        raise UpstreamFailed(f"The engine failed on {where}: {exc}") from None
 
 
 def _start(

@@ -14,8 +14,10 @@ from modelrunner import engines
 from modelrunner.engines.memory import group_alive
 from modelrunner.engines.process import EngineProcess
 from modelrunner.model_files import ModelFiles
+from modelrunner.registry import Endpoint, Registry, ServedModel
 from modelrunner.settings import Settings
 from tests.fixtures.engines import LoopThread, make_manifest
+from tests.fixtures.http import serve_in_thread
 
 pytestmark = pytest.mark.engine
 PROMPT = "the quick brown fox jumps over"
@@ -109,3 +111,30 @@ def test_metrics_scrape(tiny_vllm: EngineProcess) -> None:
     text = httpx.get(tiny_vllm.base_url + "/metrics", timeout=30).text
     assert "vllm:" in text
     assert tiny_vllm.memory_bytes() > 100 * 1024 * 1024  # the whole group, engine core included
+
+
+def test_tokenize_and_detokenize_through_mr(tiny_vllm: EngineProcess, tiny_llama_dir: Path) -> None:
+    # mr's /tokenize and /detokenize are sent to vLLM's own, in vLLM's shapes.
+    from transformers import AutoTokenizer
+
+    expected = AutoTokenizer.from_pretrained(tiny_llama_dir)(PROMPT)["input_ids"]
+    registry = Registry()
+    endpoint = Endpoint(tiny_vllm.instance_id, "vllm", tiny_vllm.base_url)
+    registry.publish(ServedModel("tiny-llama", "vllm", ("tiny-alias",), endpoint=endpoint))
+    with serve_in_thread(registry) as app:
+        for path in ("/tokenize", "/engines/vllm/tokenize", "/engines/vllm/v1/tokenize"):
+            body = {"model": "tiny-alias", "prompt": PROMPT, "return_token_strs": True}
+            answer = httpx.post(app.base_url + path, json=body, timeout=60)
+            assert answer.status_code == 200, answer.text
+            found = answer.json()
+            assert (found["count"], found["max_model_len"]) == (len(expected), 256)
+            assert found["tokens"] == expected
+            assert found["token_strs"] == PROMPT.split()
+        body = {"model": "tiny-llama", "tokens": expected}
+        answer = httpx.post(app.base_url + "/detokenize", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"prompt": PROMPT}
+        # The path names another engine: 404 as on every route.
+        body = {"model": "tiny-llama", "prompt": PROMPT}
+        wrong = httpx.post(app.base_url + "/engines/llama.cpp/tokenize", json=body, timeout=60)
+        assert wrong.status_code == 404

@@ -61,6 +61,13 @@ def test_images_generate_through_every_path_prefix(
     )
     assert wrong.status_code == 404
     assert wrong.json()["error"]["code"] == "model_not_found"
+    # No text tokenizer in a Diffusers pipeline: /tokenize says so, naming the field.
+    tokenized = httpx.post(
+        server.url + "/tokenize", json={"model": "tiny-sd", "prompt": "a red fox"}, timeout=30
+    )
+    assert tokenized.status_code == 400
+    assert tokenized.json()["error"]["param"] == "model"
+    assert "diffusers engine has no text tokenizer" in tokenized.json()["error"]["message"]
     listed = server.client(max_retries=0).models.list()
     engines = {m.id: getattr(m, "engine", None) for m in listed}
     assert engines == {"tiny-sd": "diffusers", "smol": "llama.cpp"}

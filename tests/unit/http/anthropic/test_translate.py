@@ -135,16 +135,16 @@ def test_thinking_blocks_are_skipped() -> None:
     assert chat_request(req)["messages"] == [{"role": "assistant", "content": "ok"}]
 
 
-def test_count_request_asks_for_one_token() -> None:
+def test_count_request_is_a_chat_tokenize() -> None:
     req = msgspec.convert(
         {"model": "m", "system": "s", "messages": [{"role": "user", "content": "hi"}]},
         CountTokensRequest,
     )
     assert count_request(req) == {
         "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
-        "max_tokens": 1,
+        "add_generation_prompt": True,
     }
-    assert input_tokens({"usage": {"prompt_tokens": 12, "completion_tokens": 1}}) == 12
+    assert input_tokens({"count": 12, "max_model_len": 1024, "tokens": [1] * 12}) == 12
     assert input_tokens({}) == 0
 
 
