@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -33,6 +35,26 @@ class RequestError(Exception):
 def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
+class ClientGone(Exception):
+    """Raised by a long route that sees its client has closed the connection."""
+
+
+_current = threading.local()
+
+
+def client_gone() -> bool:
+    """Whether the client of the request this thread is answering has closed its end, so a
+    long computation for it (a Diffusers generation) can stop instead of running on."""
+    connection: socket.socket | None = getattr(_current, "connection", None)
+    if connection is None:
+        return False
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 # A route answers a request. It returns a JSON-able body, or an iterable of JSON-able
@@ -59,11 +81,15 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
         route = self.server.routes.get((method, path))
+        _current.connection = self.connection
         try:
             body = self._read_json() if method == "POST" else {}
             if route is None:
                 raise RequestError(404, f"no route {method} {path}")
             result = route(body)
+        except ClientGone:
+            self.close_connection = True  # nobody to answer
+            return
         except RequestError as exc:
             self.send_json(exc.status, error_body(exc.status, str(exc), exc.param))
             return

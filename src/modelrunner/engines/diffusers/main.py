@@ -5,13 +5,15 @@ Loads a DDUF artifact and answers OpenAI's ``POST /v1/images/generations`` (``pr
 ``negative_prompt`` as extensions). diffusers 0.41+ no longer opens ``.dduf`` files itself,
 so the archive is read with ``huggingface_hub.read_dduf_file``, unpacked to a temporary
 folder, loaded, and the folder removed. CUDA when present, else the CPU. One image request
-at a time: a pipeline is not safe to call from two threads.
+at a time: a pipeline is not safe to call from two threads. A request whose client has
+left (cut by its timeout) stops at its next step.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import inspect
 import io
 import re
 import shutil
@@ -23,7 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from modelrunner.engines.serving import RequestError, Route, model_list, serve
+from modelrunner.engines.serving import (
+    ClientGone,
+    RequestError,
+    Route,
+    client_gone,
+    model_list,
+    serve,
+)
 
 MAX_SIDE: Final = 4096
 MAX_IMAGES: Final = 10
@@ -106,6 +115,9 @@ def build_routes(
     unet = getattr(pipeline, "unet", None)
     sample = getattr(getattr(unet, "config", None), "sample_size", 64)
     default_size = args.size or f"{sample * multiple}x{sample * multiple}"
+    # A request cut by its timeout (or a client that left) must not hold the pipeline for
+    # the rest of its steps: most pipelines call back after each step.
+    takes_step_callback = "callback_on_step_end" in inspect.signature(pipeline.__call__).parameters
 
     def generate(body: dict[str, Any]) -> dict[str, Any]:
         prompt = body.get("prompt")
@@ -136,6 +148,8 @@ def build_routes(
             kwargs["guidance_scale"] = args.guidance_scale
         if isinstance(body.get("negative_prompt"), str):
             kwargs["negative_prompt"] = body["negative_prompt"]
+        if takes_step_callback:
+            kwargs["callback_on_step_end"] = stop_if_client_gone
         with lock, torch.inference_mode():
             if isinstance(seed, int):
                 kwargs["generator"] = torch.Generator(device).manual_seed(seed)
@@ -143,6 +157,14 @@ def build_routes(
                 images = pipeline(**kwargs).images
             except ValueError as exc:  # diffusers' check_inputs: a request it cannot take
                 raise RequestError(400, str(exc)) from None
+            except IndexError as exc:
+                # Some schedulers index past their table at the top of the range (DDIM with
+                # "leading" spacing at 1000 steps): a step count this model cannot take.
+                if steps is None:
+                    raise
+                raise RequestError(
+                    400, f"steps {steps} is more than this model's scheduler takes ({exc})", "steps"
+                ) from None
         return {"created": int(time.time()), "data": [{"b64_json": _png(i)} for i in images]}
 
     return {
@@ -150,6 +172,14 @@ def build_routes(
         ("GET", "/v1/models"): lambda body: model_list([name], "diffusers"),
         ("POST", "/v1/images/generations"): generate,
     }
+
+
+def stop_if_client_gone(
+    pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]
+) -> dict[str, Any]:
+    if client_gone():
+        raise ClientGone
+    return tensors
 
 
 def _png(image: Any) -> str:
