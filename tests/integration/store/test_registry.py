@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import threading
@@ -16,19 +17,24 @@ import pytest
 from modelrunner.errors import (
     DigestMismatch,
     ModelNotFound,
+    RegistryError,
     RegistryUnauthorized,
     RegistryUnavailable,
     StoreError,
 )
 from modelrunner.store import CountingProgress, Store
+from tests.fixtures.credhelper import helper_config, install_helper
 from tests.fixtures.registry import (
     PASSWORD,
     USER,
+    ChallengeRecorder,
     CuttingProxy,
     Registry,
     TokenService,
+    basic_auth_registry,
     docker_config,
     free_port,
+    own_addresses,
 )
 
 pytestmark = pytest.mark.registry
@@ -484,3 +490,90 @@ def test_two_stores_on_one_folder_share_one_download(
         t.join()
     assert counted.bytes < smollm2_gguf.stat().st_size + 10_000
     assert stores[0].has(published)
+
+
+# -- plain HTTP only on loopback or when listed --------------------------------------------
+@pytest.fixture
+def own_address(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A non-loopback address of this machine (never any other machine's): requests to it
+    stay here. No proxy may take them elsewhere."""
+    found = own_addresses()
+    if not found:
+        pytest.skip("this machine has no address but loopback: the table test stands alone")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", found[0])
+    return found[0]
+
+
+def test_credentials_never_go_over_plain_http_off_loopback(
+    own_address: str, tmp_path: Path
+) -> None:
+    listener = ChallengeRecorder(own_address)
+    try:
+        env = docker_config(tmp_path / "docker", listener.address)
+        store = Store(tmp_path / "store", environ=env, backoff=FAST)
+        with pytest.raises(RegistryUnavailable):
+            store.pull(f"{listener.address}/team/model:1")
+        sent = listener.received
+        assert sent.startswith(b"\x16\x03"), sent[:40]  # a TLS handshake, not a request
+        secret = base64.b64encode(f"{USER}:{PASSWORD}".encode())
+        assert secret not in sent and PASSWORD.encode() not in sent and b"GET /v2" not in sent
+
+        # Listed in MR_INSECURE_REGISTRIES: plain HTTP, credentials after the challenge.
+        listener.received = b""
+        listed = Store(tmp_path / "store", (listener.address,), environ=env, backoff=FAST)
+        with pytest.raises(RegistryError):
+            listed.pull(f"{listener.address}/team/model:1")
+        assert b"GET /v2/team/model/manifests/1" in listener.received
+        assert b"Authorization: Basic " + secret in listener.received
+    finally:
+        listener.close()
+
+
+def test_a_registry_off_loopback_is_spoken_to_over_plain_http_only_when_listed(
+    own_address: str, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    registry = basic_auth_registry(tmp_path / "registry", own_address)
+    try:
+        env = docker_config(tmp_path / "docker", registry.address)
+        ref = f"{registry.address}/ai/smollm2:q4"
+        publisher = Store(tmp_path / "pub", (own_address,), environ=env)  # a host listed
+        publisher.package(ref, gguf=smollm2_gguf)
+        publisher.push(ref)
+        with pytest.raises(RegistryUnavailable, match="cannot connect"):
+            Store(tmp_path / "plain", environ=env, backoff=FAST).pull(ref)
+        files = Store(tmp_path / "listed", (registry.address,), environ=env).pull(ref)
+        assert sha256(files.path) == sha256(smollm2_gguf)
+    finally:
+        registry.stop()
+
+
+# -- Docker credential helpers, for real --------------------------------------------------
+def test_pull_with_credentials_from_a_credential_helper(
+    basic_registry: Registry, smollm2_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = f"{basic_registry.address}/helper/smollm2:q4"
+    publisher = Store(
+        tmp_path / "pub", environ=docker_config(tmp_path / "d", basic_registry.address)
+    )
+    publisher.package(ref, gguf=smollm2_gguf)
+    publisher.push(ref)
+    bin_ = tmp_path / "bin"
+    asked = install_helper(bin_, "vault", {basic_registry.address: (USER, PASSWORD)}, monkeypatch)
+    install_helper(bin_, "stale", {basic_registry.address: (USER, "old-password")}, monkeypatch)
+
+    store_env = helper_config(tmp_path / "a", credsStore="vault")
+    files = Store(tmp_path / "a-store", environ=store_env).pull(ref)
+    assert sha256(files.path) == sha256(smollm2_gguf)
+    assert basic_registry.address in asked.read_text().splitlines()
+
+    # credHelpers names the helper for this registry, over credsStore: a stale one is refused.
+    stale_env = helper_config(tmp_path / "b", credsStore="vault",
+                              credHelpers={basic_registry.address: "stale"})  # fmt: skip
+    with pytest.raises(RegistryUnauthorized):
+        Store(tmp_path / "b-store", environ=stale_env).pull(ref)
+    helped_env = helper_config(tmp_path / "c", credsStore="stale",
+                               credHelpers={basic_registry.address: "vault"})  # fmt: skip
+    assert Store(tmp_path / "c-store", environ=helped_env).pull(ref).digest == files.digest

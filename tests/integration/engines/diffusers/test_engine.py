@@ -69,6 +69,27 @@ def test_same_seed_same_image(sd: EngineProcess) -> None:
     assert first.json()["data"][0]["b64_json"] == second.json()["data"][0]["b64_json"]
 
 
+def _image(sd: EngineProcess, **fields: object) -> str:
+    body = {"prompt": "a tree", "size": "32x32", **fields}
+    response = httpx.post(sd.base_url + IMAGES, json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return str(response.json()["data"][0]["b64_json"])
+
+
+def test_the_request_seed_decides_the_image(sd: EngineProcess) -> None:
+    # The engine was started with --seed 1: a request's seed must win over it.
+    assert _image(sd, seed=5) == _image(sd, seed=5)
+    assert _image(sd, seed=5) != _image(sd, seed=6)
+    assert _image(sd, seed=1) == _image(sd)  # no seed: the engine's
+
+
+def test_the_negative_prompt_changes_the_image(sd: EngineProcess) -> None:
+    plain = _image(sd, seed=5)
+    negative = _image(sd, seed=5, negative_prompt="leaves, green")
+    assert negative != plain
+    assert _image(sd, seed=5, negative_prompt="leaves, green") == negative  # still seeded
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

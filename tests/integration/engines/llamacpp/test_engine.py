@@ -234,6 +234,32 @@ def test_penalties_change_the_answer_and_never_fail(client: httpx.Client) -> Non
     assert answers[1] != answers[0]
 
 
+def _text(client: httpx.Client, body: dict[str, Any]) -> str:
+    answer = client.post(CHAT, json=body)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["choices"][0]["message"]["content"])
+
+
+def test_each_sampling_parameter_changes_the_seeded_output(client: httpx.Client) -> None:
+    """top_k, top_p, min_p, typical_p, presence and repeat penalties each act: hot sampling
+    (temperature 1.5) differs between two seeds; each truncation at its narrowest leaves
+    one candidate per step, so the answer no longer depends on the seed."""
+    hot = ask("Tell me about foxes.", temperature=1.5, max_tokens=24, logit_bias=NO_EOS)
+    greedy = _text(client, {**hot, "temperature": 0})
+    seeded = [_text(client, {**hot, "seed": seed}) for seed in (1, 2)]
+    assert seeded[0] != seeded[1]  # else no parameter below could show
+    for narrowest in ({"top_k": 1}, {"top_p": 1e-9}, {"min_p": 1.0}):
+        found = [_text(client, {**hot, "seed": seed, **narrowest}) for seed in (1, 2)]
+        assert found == [greedy, greedy], narrowest  # only the likeliest token is left
+    typical = [_text(client, {**hot, "seed": seed, "typical_p": 1e-9}) for seed in (1, 2)]
+    assert typical[0] == typical[1] and typical[0] != seeded[0]  # one (typical) token left
+    # The penalties, on a greedy answer made to run on (the end tokens banned).
+    plain = ask("Repeat the word cat ten times.", temperature=0, max_tokens=40, logit_bias=NO_EOS)
+    repeated = _text(client, plain)
+    for penalty in ({"presence_penalty": 2.0}, {"repeat_penalty": 1.5}):
+        assert _text(client, {**plain, **penalty}) != repeated, penalty
+
+
 def test_a_disconnect_frees_the_slot(smol: EngineProcess) -> None:
     body = ask("Write a very long story about a cat.", max_tokens=400, logit_bias=NO_EOS)
     for streaming in (True, False):

@@ -74,22 +74,27 @@ class MetricsEngine:
 
     TEXT = b"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 3.0\n"
 
-    def __init__(self) -> None:
+    def __init__(self, status: str = "200 OK") -> None:
         self.port = free_port()
+        self.status = status  # "404 Not Found": an engine without /metrics (Diffusers)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        head = f"HTTP/1.1 200 OK\r\ncontent-length: {len(self.TEXT)}\r\nconnection: close\r\n\r\n"
-        writer.write(head.encode() + self.TEXT)
+        text = self.TEXT if self.status.startswith("200") else b""
+        head = f"HTTP/1.1 {self.status}\r\ncontent-length: {len(text)}\r\nconnection: close\r\n\r\n"
+        writer.write(head.encode() + text)
         await writer.drain()
         writer.close()
 
 
 @pytest.fixture
 def with_metrics_engine(llama_engine: str) -> Iterator[RunningApp]:
-    engine = MetricsEngine()
+    engine, bare = MetricsEngine(), MetricsEngine("404 Not Found")
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(asyncio.start_server(engine.handle, "127.0.0.1", engine.port))
+    servers = [
+        loop.run_until_complete(asyncio.start_server(e.handle, "127.0.0.1", e.port))
+        for e in (engine, bare)
+    ]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     registry = Registry()
@@ -98,11 +103,18 @@ def with_metrics_engine(llama_engine: str) -> Iterator[RunningApp]:
     registry.publish(
         ServedModel(SMOLLM2, "llama.cpp", endpoint=Endpoint("s1", "llama.cpp", llama_engine))
     )
+    bare_url = f"http://127.0.0.1:{bare.port}"
+    registry.publish(
+        ServedModel("bare", "diffusers", endpoint=Endpoint("b1", "diffusers", bare_url))
+    )
+    gone_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: the scrape fails
+    registry.publish(ServedModel("gone", "vllm", endpoint=Endpoint("g1", "vllm", gone_url)))
     try:
         with serve_in_thread(registry) as app:
             yield app
     finally:
-        loop.call_soon_threadsafe(server.close)
+        for server in servers:
+            loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
 
@@ -110,8 +122,14 @@ def with_metrics_engine(llama_engine: str) -> Iterator[RunningApp]:
 def test_engine_metrics_are_reexposed_with_a_model_label(with_metrics_engine: RunningApp) -> None:
     text = httpx.get(with_metrics_engine.base_url + "/metrics").text
     assert 'vllm:num_requests_running{model="tiny"} 3.0' in text
-    # the llama.cpp engine has no /metrics (404): skipped, not an error
-    assert 'mr_engine_scrape_errors_total{model="smollm2"}' not in text
+    # The product's llama.cpp engine is scraped too, its series labelled with the model.
+    assert 'llamacpp:slots{model="smollm2"}' in text
+    assert 'llamacpp:requests_processing{model="smollm2"}' in text
+    # An engine that cannot be reached counts a scrape error; one without /metrics (404)
+    # and the ones that answered count none.
+    assert 'mr_engine_scrape_errors_total{model="gone"} 1.0' in text
+    for model in ("bare", "smollm2", "tiny"):
+        assert f'mr_engine_scrape_errors_total{{model="{model}"}}' not in text
 
 
 def test_openapi_document(api: RunningApp) -> None:

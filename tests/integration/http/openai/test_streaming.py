@@ -64,3 +64,58 @@ def test_engine_dying_mid_stream_ends_with_an_error_event(crashable: Crashable) 
     assert '"code":"upstream_failed"' in events[-1]
     assert "mid-stream" in events[-1]
     assert wait_until(lambda: app.in_flight(SMOLLM2) == 0)
+
+
+def test_engine_dying_mid_stream_on_the_anthropic_route_ends_with_an_error_event(
+    crashable: Crashable,
+) -> None:
+    app = crashable.app
+    body = {
+        "model": SMOLLM2,
+        "max_tokens": 1500,
+        "messages": [{"role": "user", "content": "Write a very long story about a cat."}],
+        "stream": True,
+    }
+    with httpx.stream("POST", app.base_url + "/anthropic/v1/messages", json=body,
+                      timeout=60) as response:  # fmt: skip
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        events: list[str] = []
+        for line in lines:
+            if line.startswith("event: "):
+                events.append(line[len("event: ") :])
+            if events and events[-1] == "content_block_delta":
+                break
+        crashable.kill_engine()
+        rest = list(lines)
+    names = events + [line[len("event: ") :] for line in rest if line.startswith("event: ")]
+    data = [json.loads(line[len("data: ") :]) for line in rest if line.startswith("data: ")]
+    assert names[0] == "message_start"
+    assert names[-1] == "error", names[-6:]
+    assert "message_stop" not in names  # a cut answer never looks complete
+    assert data[-1]["type"] == "error"
+    assert data[-1]["error"]["type"] == "api_error"
+    assert "mid-stream" in data[-1]["error"]["message"]
+    assert wait_until(lambda: app.in_flight(SMOLLM2) == 0)
+
+
+def test_engine_dying_mid_stream_on_the_ollama_route_ends_with_an_error_line(
+    crashable: Crashable,
+) -> None:
+    app = crashable.app
+    body = {
+        "model": SMOLLM2,
+        "messages": [{"role": "user", "content": "Write a very long story about a cat."}],
+        "options": {"num_predict": 1500},
+    }
+    with httpx.stream("POST", app.base_url + "/api/chat", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        first = json.loads(next(line for line in lines if line.strip()))
+        crashable.kill_engine()
+        rest = [json.loads(line) for line in lines if line.strip()]
+    assert first["message"]["role"] == "assistant" and first["done"] is False
+    assert set(rest[-1]) == {"error"}, rest[-1]  # Ollama's in-stream error
+    assert "mid-stream" in rest[-1]["error"]
+    assert not any(line.get("done") for line in rest)  # never a done line after the cut
+    assert wait_until(lambda: app.in_flight(SMOLLM2) == 0)

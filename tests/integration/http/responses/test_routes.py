@@ -60,6 +60,49 @@ def test_responses_stream_events(served: Setup) -> None:
     assert client.responses.retrieve(final.id).output_text == final.output_text
 
 
+def test_responses_store_false_keeps_nothing(served: Setup) -> None:
+    client = served.client()
+    for stream in (False, True):
+        if stream:
+            events = list(client.responses.create(model="smol", input="Hi", store=False,
+                                                  max_output_tokens=4, stream=True))  # fmt: skip
+            answer = events[-1].response  # type: ignore[union-attr]
+        else:
+            answer = client.responses.create(model="smol", input="Hi", store=False,
+                                             max_output_tokens=4)  # fmt: skip
+        assert answer.store is False and answer.output_text
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(answer.id)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.input_items.list(answer.id)
+        with pytest.raises(openai.BadRequestError, match="not found"):
+            client.responses.create(model="smol", input="Again", previous_response_id=answer.id)
+    kept = client.responses.create(model="smol", input="Hi", max_output_tokens=4)
+    assert client.responses.retrieve(kept.id).id == kept.id  # the default stores it
+
+
+def test_responses_streamed_incomplete_event(served: Setup) -> None:
+    """A cut answer (max_output_tokens reached) ends with response.incomplete, never
+    response.completed, and says why."""
+    client = served.client()
+    events = list(client.responses.create(
+        model="smol", input="Write a long story about a dragon.", max_output_tokens=5,
+        stream=True, temperature=0,
+    ))  # fmt: skip
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.incomplete", kinds[-4:]
+    assert "response.completed" not in kinds
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.status == "incomplete"
+    assert final.incomplete_details is not None
+    assert final.incomplete_details.reason == "max_output_tokens"
+    assert final.usage is not None and final.usage.output_tokens == 5
+    done = client.responses.create(model="smol", input="Say OK.", max_output_tokens=200,
+                                   stream=True, temperature=0)  # fmt: skip
+    kinds = [e.type for e in done]
+    assert kinds[-1] == "response.completed" and "response.incomplete" not in kinds
+
+
 def test_previous_response_id_sends_the_earlier_turns(served: Setup) -> None:
     client = served.client()
     first = client.responses.create(
