@@ -38,7 +38,7 @@ class RevisionCounts(msgspec.Struct, frozen=True, kw_only=True):
     errors: int  # of which failed (5xx, engine failures, timeouts)
 
 
-class Rollout(msgspec.Struct, frozen=True, kw_only=True):
+class RolloutView(msgspec.Struct, frozen=True, kw_only=True):
     phase: RolloutPhase
     detail: str | None = None  # the verdict so far, or how it ended
     revisions: tuple[RevisionCounts, ...] = ()
@@ -69,7 +69,7 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     # the store keeps until the instance stops (then they are deleted).
     removed_from_store: bool = False
     revision: str | None = None  # short id of the applied manifest (X-Model-Revision)
-    rollout: Rollout | None = None  # the manifest's canary rollout, when it has one
+    rollout: RolloutView | None = None  # the manifest's canary rollout, when it has one
 
 
 class StatusSource(Protocol):

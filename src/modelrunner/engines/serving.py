@@ -1,8 +1,11 @@
 """The HTTP plumbing shared by the project's own engine servers (llama.cpp, Diffusers).
 
-Standard library only: a threading server, so a slow generation never blocks ``/health``,
-JSON bodies, OpenAI-style error bodies and server-sent events over chunked encoding.
-The servers run as engine processes on loopback, behind modelrunner's own HTTP layer.
+Standard library only: a threading server (one thread per connection, HTTP/1.1 keep-alive),
+so a slow generation never blocks ``/health``; JSON bodies, OpenAI-style error bodies and
+server-sent events over chunked encoding. Every answer has a length or chunked framing, so
+a kept-alive connection is always ready for its next request; when an answer cannot be
+completed the connection is closed rather than left in an unknown state. The servers run
+as engine processes on loopback, behind modelrunner's own HTTP layer.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
@@ -26,10 +30,17 @@ MAX_BODY: Final = 32 * 1024 * 1024
 class RequestError(Exception):
     """A request the server refuses: becomes an OpenAI-style error body."""
 
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.param = param
+        self.headers = headers or {}
 
 
 def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
@@ -57,9 +68,21 @@ def client_gone() -> bool:
         return True
 
 
-# A route answers a request. It returns a JSON-able body, or an iterable of JSON-able
-# events, which are sent as server-sent events followed by ``data: [DONE]``.
-Route = Callable[[dict[str, Any]], "dict[str, Any] | Iterable[dict[str, Any]]"]
+@dataclass(frozen=True)
+class RawReply:
+    """An answer that is not JSON (a Prometheus exposition)."""
+
+    data: bytes
+    content_type: str
+
+
+Event = dict[str, Any]
+# A route answers a request's JSON body (``{}`` for a GET). It returns a JSON-able body, a
+# RawReply, or an iterable of events sent as server-sent events followed by
+# ``data: [DONE]``; a list of events is written as one chunk (one write per token step).
+Answer = dict[str, Any] | RawReply | Iterable[Event | list[Event]]
+Route = Callable[[dict[str, Any]], Answer]
+Routes = dict[tuple[str, str], Route]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -91,7 +114,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # nobody to answer
             return
         except RequestError as exc:
-            self.send_json(exc.status, error_body(exc.status, str(exc), exc.param))
+            self.send_json(exc.status, error_body(exc.status, str(exc), exc.param), exc.headers)
             return
         except Exception as exc:  # one failed request must not end the server
             log.exception("%s %s failed", method, path)
@@ -99,42 +122,57 @@ class Handler(BaseHTTPRequestHandler):
             return
         if isinstance(result, dict):
             self.send_json(200, result)
+        elif isinstance(result, RawReply):
+            self.send_bytes(200, result.data, result.content_type)
         else:
             self.send_events(result)
 
     def _read_json(self) -> dict[str, Any]:
         return read_json_body(self)
 
-    def send_json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+    def send_json(
+        self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.send_bytes(status, json.dumps(body).encode(), "application/json", headers)
 
-    def send_events(self, events: Iterable[dict[str, Any]]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+    def send_bytes(
+        self, status: int, data: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client left before its answer
+            self.close_connection = True
+
+    def send_events(self, events: Iterable[Event | list[Event]]) -> None:
         iterator = iter(events)
         try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
             try:
-                for event in iterator:
-                    self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
-            except (BrokenPipeError, ConnectionResetError):
+                for item in iterator:
+                    batch = item if isinstance(item, list) else [item]
+                    if batch:
+                        self._chunk(b"".join(_sse(event) for event in batch))
+            except (OSError, ClientGone):
                 raise
             except Exception as exc:  # headers are gone: report in-band, as OpenAI does
                 log.exception("stream failed")
-                self._chunk(b"data: " + json.dumps(error_body(500, str(exc))).encode() + b"\n\n")
+                self._chunk(_sse(error_body(500, str(exc))))
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client left; stop generating for it
+        except (OSError, ClientGone):
+            self.close_connection = True  # the client left; closing the events stops its work
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:
@@ -145,6 +183,10 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def _sse(event: Event) -> bytes:
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
 class EngineHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -152,12 +194,32 @@ class EngineHTTPServer(ThreadingHTTPServer):
     # made the kernel drop some (seen as 502s at 32 concurrent streams).
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], routes: dict[tuple[str, str], Route]) -> None:
+    def __init__(self, address: tuple[str, int], routes: Routes) -> None:
         super().__init__(address, Handler)
         self.routes = routes
 
 
-def serve(host: str, port: int, routes: dict[tuple[str, str], Route]) -> None:
+def with_fault(routes: Routes, fault: str) -> Routes:
+    """The test fault hook (``MR_ENGINE_FAULT=5xx`` in a manifest's ``env``): a POST naming
+    a model (a client's, as mr relays it) fails with that status, so tests can see what mr
+    does with an engine that answers badly (a canary to roll back). mr's own readiness
+    request names no model, so the instance still starts. Anything else: routes unchanged."""
+    if not (fault.isdigit() and 400 <= int(fault) <= 599):
+        return routes
+    status = int(fault)
+
+    def faulty(route: Route) -> Route:
+        def answer(body: dict[str, Any]) -> Answer:
+            if "model" in body:
+                raise RequestError(status, "fault injected (MR_ENGINE_FAULT)")
+            return route(body)
+
+        return answer
+
+    return {key: faulty(r) if key[0] == "POST" else r for key, r in routes.items()}
+
+
+def serve(host: str, port: int, routes: Routes) -> None:
     """Serve until SIGTERM or SIGINT, then return (the caller exits)."""
     server = EngineHTTPServer((host, port), routes)
 

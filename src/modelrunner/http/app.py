@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
@@ -41,6 +41,7 @@ from modelrunner.http.tokenizer.routes import tokenizer_handlers
 from modelrunner.http.translated.engine_call import EngineCall
 from modelrunner.http.translated.fast_path import TranslatedFastPath
 from modelrunner.http.upstream.forwarder import Forwarder
+from modelrunner.http.upstream.revision import RevisionTagging
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Registry
 from modelrunner.settings import Settings
@@ -74,11 +75,18 @@ def create_app(
     calls = EngineCall(forwarder)
     short = TranslatedFastPath(keys, settings.max_body_bytes)
     recorder = forwarder.recorder
-    translated = [
-        *model_handlers(calls, status, store),
-        *chat_handlers(calls, short, recorder),
-        *anthropic_handlers(calls, short, recorder),
-    ]
+    # Their answers say which revision gave them (X-Model-Revision), as the proxy's do.
+    translated = Router(
+        "/",
+        route_handlers=[
+            *model_handlers(calls, status, store),
+            *chat_handlers(calls, short, recorder),
+            *anthropic_handlers(calls, short, recorder),
+            *responses_handlers(calls, forwarder.recorder),
+            *tokenizer_handlers(calls),
+        ],
+        middleware=[RevisionTagging],
+    )
     policy = RequestPolicy.of(settings.allowed_hosts, settings.cors_origins, keys.enabled)
     cors = (
         CORSConfig(
@@ -110,9 +118,7 @@ def create_app(
             *engine_handlers(settings, registry, status, store, control),
             *rollout_handlers(registry, control if isinstance(control, RolloutControl) else None),
             *inspector_handlers(forwarder.recorder),
-            *responses_handlers(calls, forwarder.recorder),
-            *tokenizer_handlers(calls),
-            *translated,
+            translated,
         ],
         lifespan=[forwarder.lifespan, *lifespan],
         # Every route, including ones added later, unless request_policy.EXEMPT lists it.

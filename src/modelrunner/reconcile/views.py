@@ -15,7 +15,7 @@ from modelrunner.manifest.spec import duration_seconds
 from modelrunner.placement import describe
 from modelrunner.reconcile.lifecycle import ModelState, applied
 from modelrunner.registry import Endpoint, ServedModel, Split
-from modelrunner.status import ModelStatus, Phase, RevisionCounts, Role, Rollout, RolloutPhase
+from modelrunner.status import ModelStatus, Phase, RevisionCounts, Role, RolloutPhase, RolloutView
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +141,7 @@ def served_view(
 
 def rollout_view(
     state: ModelState, stable: Running | None, canary: Running | None, judgement: str | None
-) -> Rollout | None:
+) -> RolloutView | None:
     """The rollout as ``mr status`` shows it: phase, the verdict so far (or how it ended),
     and per revision its share and counts."""
     if state.canary is not None and canary is not None:
@@ -150,7 +150,7 @@ def rollout_view(
         revisions = [_counts(canary, "canary", percent)]
         if stable is not None:
             revisions.insert(0, _counts(stable, "stable", 100 - percent))
-        return Rollout(phase="canary", detail=judgement, revisions=tuple(revisions))
+        return RolloutView(phase="canary", detail=judgement, revisions=tuple(revisions))
     if state.rollout is None:
         return None
     ended = state.rollout
@@ -160,7 +160,7 @@ def rollout_view(
     elif ended.startswith("rolled back"):
         phase = "rolled back"
     counts = (_counts(stable, "stable", 100),) if stable is not None else ()
-    return Rollout(phase=phase, detail=ended, revisions=counts)
+    return RolloutView(phase=phase, detail=ended, revisions=counts)
 
 
 def _counts(running: Running, role: Role, percent: int) -> RevisionCounts:

@@ -171,3 +171,81 @@ def test_without_memory_for_two_revisions_the_change_replaces_and_says_so(
     ended = server.wait_for("the replace", lambda: rollout(server, "replaced"), 180)
     assert ended["detail"] == "replaced without a canary: memory does not allow two revisions"
     assert server.status()["smol"]["revision"] != old
+
+
+def _translated_answers(server: Server, session: str | None = None) -> dict[str, str | None]:
+    """One request on each translated route (and tokenize): route -> X-Model-Revision."""
+    headers = {"x-session-id": session} if session else {}
+    user = [{"role": "user", "content": "Hi"}]
+    calls = {
+        "ollama chat": ("/api/chat", {"model": "smol", "messages": user, "stream": False,
+                                      "options": {"num_predict": 2}}),
+        "ollama chat streamed": ("/api/chat", {"model": "smol", "messages": user,
+                                               "options": {"num_predict": 2}}),
+        "anthropic": ("/anthropic/v1/messages", {"model": "smol", "max_tokens": 2,
+                                                 "messages": user}),
+        "responses": ("/v1/responses", {"model": "smol", "input": "Hi",
+                                        "max_output_tokens": 2}),
+        "tokenize": ("/tokenize", {"model": "smol", "prompt": "Hi"}),
+    }  # fmt: skip
+    found = {}
+    with httpx.Client(base_url=server.url, timeout=60, headers=headers) as client:
+        for what, (path, body) in calls.items():
+            response = client.post(path, json=body)
+            assert response.status_code == 200, (what, response.text)
+            found[what] = response.headers.get("x-model-revision")
+    return found
+
+
+def test_the_translated_routes_are_split_tagged_and_counted_per_revision(
+    start_server: Callable[..., Server], smollm2_gguf: Path
+) -> None:
+    plan = {"canary_percent": 50, "window": "10m", "max_error_rate": 0.5, "min_requests": 1000}
+    server = start_server()
+    server.write("smol.yaml", manifest(smollm2_gguf, "smol", rollout=plan))
+    old = server.wait_for("smol", lambda: server.ready("smol"), 180)["revision"]
+    first = _translated_answers(server)
+    assert set(first.values()) == {old}, first  # before a canary: the one revision
+
+    server.write("smol.yaml", manifest(smollm2_gguf, "smol", context_size=2048, rollout=plan))
+    canary = server.wait_for("the canary", lambda: rollout(server, "canary"), 180)
+    new = canary["revisions"][1]["revision"]
+    seen: set[str | None] = set()
+    for _ in range(6):
+        seen |= set(_translated_answers(server).values())
+    assert seen == {old, new}  # the split reaches the translated routes, and says who answered
+    # A session stays on one revision, whatever route it takes.
+    for session in ("alice", "bob", "carol"):
+        assert len(set(_translated_answers(server, session).values())) == 1
+    counts = {r["role"]: r for r in rollout(server, "canary")["revisions"]}
+    assert counts["canary"]["requests"] > 0 and counts["stable"]["requests"] > 0
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for revision in (old, new):
+        line = f'mr_revision_requests_total{{model="smol",outcome="ok",revision="{revision}"}}'
+        assert line in metrics
+
+
+def test_a_canary_failing_only_on_streamed_translated_calls_is_rolled_back(
+    start_server: Callable[..., Server], smollm2_gguf: Path
+) -> None:
+    plan = {"canary_percent": 50, "window": "10m", "max_error_rate": 0.1, "min_requests": 4}
+    server = start_server()
+    server.write("smol.yaml", manifest(smollm2_gguf, "smol", rollout=plan))
+    old = server.wait_for("smol", lambda: server.ready("smol"), 180)["revision"]
+    bad = manifest(smollm2_gguf, "smol", rollout=plan, env={"MR_ENGINE_FAULT": "500"})
+    server.write("smol.yaml", bad)
+    server.wait_for("the canary", lambda: rollout(server, "canary"), 180)
+    body = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}],
+            "options": {"num_predict": 2}}  # fmt: skip
+    revisions: list[tuple[int, str | None]] = []
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        deadline = time.monotonic() + 120
+        while rollout(server, "rolled back") is None:
+            assert time.monotonic() < deadline, server.status()["smol"]
+            with client.stream("POST", "/api/chat", json=body) as response:
+                response.read()
+                revisions.append((response.status_code, response.headers.get("x-model-revision")))
+    status = server.status()["smol"]
+    assert status["revision"] == old and status["rollout"]["detail"].startswith("rolled back: ")
+    assert {r for code, r in revisions if code != 200} - {old}  # the canary's failures counted
+    assert all(code == 200 for code, r in revisions if r == old)

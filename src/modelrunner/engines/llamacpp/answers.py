@@ -12,10 +12,10 @@ import time
 import uuid
 from typing import Any
 
-from modelrunner.engines.llamacpp.jobs import Delta, Finished, Usage
+from modelrunner.engines.llamacpp.jobs import Delta, Finished, TokenCounts
 
 
-def usage_body(usage: Usage) -> dict[str, Any]:
+def usage_body(usage: TokenCounts) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
@@ -52,7 +52,7 @@ class ChatOutput:
     def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
         return [self._chunk({}, finished.reason)]
 
-    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+    def usage_chunk(self, usage: TokenCounts) -> dict[str, Any]:
         """stream_options.include_usage: a last chunk with no choices and the usage."""
         return {
             "id": self.id,
@@ -112,7 +112,7 @@ class CompletionOutput(ChatOutput):
     def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
         return [self._text_chunk("", finished.reason)]
 
-    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+    def usage_chunk(self, usage: TokenCounts) -> dict[str, Any]:
         return {**self._text_chunk("", None), "choices": [], "usage": usage_body(usage)}
 
     def message(self, text: str, finished: Finished) -> dict[str, Any]:

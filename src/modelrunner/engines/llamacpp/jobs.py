@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from modelrunner.engines.llamacpp.sampling import SampledLogprobs, SamplerChain
 
 
-class Usage(NamedTuple):
+class TokenCounts(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int  # prompt tokens whose KV cache was reused (not decoded again)
@@ -31,7 +31,7 @@ class Delta:
 @dataclass(frozen=True, slots=True)
 class Finished:
     reason: str  # "stop" | "length" | "cancelled"
-    usage: Usage
+    usage: TokenCounts
     text: str = ""  # text held back until the end (a partial stop string that never matched)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelrunner.engines.llamacpp.detokenize import Utf8Stream
-from modelrunner.engines.llamacpp.jobs import Delta, Failed, Finished, Job, QueueFull, Usage
+from modelrunner.engines.llamacpp.jobs import Delta, Failed, Finished, Job, QueueFull, TokenCounts
 from modelrunner.engines.llamacpp.model import Batch, Context
 from modelrunner.engines.llamacpp.sampling import logprobs_of
 from modelrunner.engines.llamacpp.slots import choose_slot, plan_batch
@@ -192,7 +192,7 @@ class Scheduler:
             if any(job.cancelled for job in self._queue):
                 for job in [j for j in self._queue if j.cancelled]:
                     self._queue.remove(job)
-                    job.emit(Finished("cancelled", Usage(len(job.prompt), 0, 0)))
+                    job.emit(Finished("cancelled", TokenCounts(len(job.prompt), 0, 0)))
                     job.chain.close()
         for slot in self.slots:
             if slot.job is not None and slot.job.cancelled:
@@ -269,7 +269,7 @@ class Scheduler:
         tail = slot.utf8.flush()
         rest = slot.held + tail if flush else ""
         job = self._release(slot)
-        usage = Usage(len(job.prompt), slot.completion_tokens, slot.cached_tokens)
+        usage = TokenCounts(len(job.prompt), slot.completion_tokens, slot.cached_tokens)
         _last_word(job, Finished(reason, usage, rest))
 
     def _fail(self, slot: Slot, message: str) -> None:

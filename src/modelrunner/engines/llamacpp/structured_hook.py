@@ -20,7 +20,7 @@ from modelrunner.engines.llamacpp.params import Generation
 from modelrunner.engines.llamacpp.structured import logprobs
 from modelrunner.engines.llamacpp.structured.chat import ChatPlan, plan_chat
 from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
-from modelrunner.engines.llamacpp.structured.output import ChatOutput as TextShaper
+from modelrunner.engines.llamacpp.structured.output import TextShaper
 from modelrunner.engines.llamacpp.structured.template import TemplateInfo, inspect_template
 from modelrunner.engines.serving import RequestError
 

@@ -22,9 +22,9 @@ from modelrunner.http.anthropic.shapes import (
     MessagesRequest,
 )
 from modelrunner.http.anthropic.translate import (
+    AnthropicStream,
     Event,
     InvalidMessages,
-    StreamTranslator,
     chat_request,
     count_request,
     error_type,
@@ -96,7 +96,7 @@ def _sse(events: list[Event]) -> bytes:
     )
 
 
-async def _events(stream: EventStream, translate: StreamTranslator) -> AsyncGenerator[bytes, None]:
+async def _events(stream: EventStream, translate: AnthropicStream) -> AsyncGenerator[bytes, None]:
     async with stream:
         # message_start goes out with the first piece of the answer, the closing events with
         # the last one: one write each time, as the OpenAI route's relay does.
@@ -135,7 +135,7 @@ def anthropic_handlers(
             stream = await calls.stream(
                 "chat/completions", data.model, body, segment, route="messages"
             )
-            events = _events(stream, StreamTranslator(data.model))
+            events = _events(stream, AnthropicStream(data.model))
             return StreamAnswer(events, "text/event-stream", {}, stream.aclose)
         answer = await calls.complete(
             "chat/completions", data.model, body, segment, route="messages"

@@ -275,7 +275,7 @@ def message_answer(
 Event = tuple[str, dict[str, Any]]
 
 
-class StreamTranslator:
+class AnthropicStream:
     """OpenAI stream chunks -> Anthropic's event sequence: ``start`` (message_start), then
     per chunk content_block_start/delta/stop as text and tool calls open and close, then
     ``finish`` (message_delta with stop_reason and usage, message_stop)."""

@@ -35,26 +35,32 @@ from modelrunner.store.store import Store
 _NDJSON: Final = "application/x-ndjson"
 
 
+def served_reference(registry: Registry, status: StatusSource, name: str) -> str:
+    """A served model's name or alias stands for the reference its manifest pulls."""
+    try:
+        served = registry.lookup(name).name
+    except UnknownModel:
+        return name
+    for known in status.snapshot():
+        if known.name == served and known.reference:
+            return known.reference
+    return name
+
+
+async def transfer_response(work: Any, mode: Any, where: str) -> Response[Any]:
+    """A pull or push as a stream of JSON progress lines, or its error if it failed at once."""
+    started = await start_transfer(work, mode)
+    if started.failed is not None:
+        return to_response(problem(started.failed, where))
+    assert started.lines is not None
+    return Stream(started.lines, media_type=_NDJSON, headers={"cache-control": "no-cache"})
+
+
 def store_handlers(
     registry: Registry, status: StatusSource, store: Store
 ) -> list[HTTPRouteHandler]:
     def reference_of(name: str) -> str:
-        """A served model's name or alias stands for the reference its manifest pulls."""
-        try:
-            served = registry.lookup(name).name
-        except UnknownModel:
-            return name
-        for known in status.snapshot():
-            if known.name == served and known.reference:
-                return known.reference
-        return name
-
-    async def transfer_response(work: Any, mode: Any, where: str) -> Response[Any]:
-        started = await start_transfer(work, mode)
-        if started.failed is not None:
-            return to_response(problem(started.failed, where))
-        assert started.lines is not None
-        return Stream(started.lines, media_type=_NDJSON, headers={"cache-control": "no-cache"})
+        return served_reference(registry, status, name)
 
     @post(
         "/models/create",

@@ -35,7 +35,7 @@ from modelrunner.http.ollama.shapes import (
     OllamaGenerateRequest,
 )
 from modelrunner.http.ollama.translate import (
-    StreamTranslator,
+    OllamaStream,
     chat_answer,
     chat_request,
     embed_answer,
@@ -47,6 +47,7 @@ from modelrunner.http.ollama.translate import (
 from modelrunner.http.translated.answers import JsonAnswer, StreamAnswer
 from modelrunner.http.translated.engine_call import EngineCall, EventStream
 from modelrunner.http.translated.fast_path import TranslatedFastPath
+from modelrunner.registry import Registry
 
 
 def _lines(objects: list[dict[str, Any]]) -> bytes:
@@ -63,6 +64,38 @@ def _assembler(content_type: bytes) -> OllamaAssembler | None:
     return OllamaAssembler() if content_type.startswith(NDJSON.encode()) else None
 
 
+def apply_keep_alive(registry: Registry, served: str, value: KeepAlive | None) -> None:
+    """A request's keep_alive replaces the manifest's for the running instance, or for the
+    next one when none runs (standby, starting)."""
+    seconds = keep_alive_seconds(value)
+    if seconds is None:
+        return
+    model = registry.lookup(served)
+    if model.endpoint is not None:
+        model.endpoint.keep_alive = seconds
+    elif model.hold_keep_alive is not None:
+        model.hold_keep_alive(seconds)
+
+
+async def ndjson(stream: EventStream, translate: OllamaStream) -> AsyncGenerator[bytes, None]:
+    """The engine's events as Ollama's NDJSON lines; a failure ends with an error line."""
+    async with stream:
+        try:
+            finished = False
+            async for batch in stream.batches():
+                now = time.perf_counter()
+                lines = [line for event in batch for line in translate.feed(event, now)]
+                if stream.ended:  # the end came with this batch: one write for both
+                    lines += translate.finish(now)
+                    finished = True
+                if lines:
+                    yield _lines(lines)
+            if not finished:
+                yield _lines(translate.finish(time.perf_counter()))
+        except (UpstreamFailed, RequestTimedOut) as exc:
+            yield msgspec.json.encode(OllamaError(str(exc))) + b"\n"
+
+
 def chat_handlers(
     calls: EngineCall, fast: TranslatedFastPath, recorder: Recorder | None = None
 ) -> list[HTTPRouteHandler]:
@@ -75,16 +108,7 @@ def chat_handlers(
     record = [] if recorder is None else [recording(recorder, _assembler, handle_error, served_as)]
 
     def keep_alive(served: str, value: KeepAlive | None) -> None:
-        """A request's keep_alive replaces the manifest's for the running instance, or
-        for the next one when none runs (standby, starting)."""
-        seconds = keep_alive_seconds(value)
-        if seconds is None:
-            return
-        model = registry.lookup(served)
-        if model.endpoint is not None:
-            model.endpoint.keep_alive = seconds
-        elif model.hold_keep_alive is not None:
-            model.hold_keep_alive(seconds)
+        apply_keep_alive(registry, served, value)
 
     def load(name: str, answer: dict[str, Any], keep: KeepAlive | None) -> JsonAnswer:
         """Ollama loads the model for a request with nothing to answer; with keep_alive 0
@@ -97,25 +121,6 @@ def chat_handlers(
                 pass  # a model in standby is asked to load (503 + Retry-After meanwhile)
         return json_answer({"model": name, "created_at": timestamp(), **answer, "done": True,
                       "done_reason": reason})  # fmt: skip
-
-    async def ndjson(
-        stream: EventStream, translate: StreamTranslator
-    ) -> AsyncGenerator[bytes, None]:
-        async with stream:
-            try:
-                finished = False
-                async for batch in stream.batches():
-                    now = time.perf_counter()
-                    lines = [line for event in batch for line in translate.feed(event, now)]
-                    if stream.ended:  # the end came with this batch: one write for both
-                        lines += translate.finish(now)
-                        finished = True
-                    if lines:
-                        yield _lines(lines)
-                if not finished:
-                    yield _lines(translate.finish(time.perf_counter()))
-            except (UpstreamFailed, RequestTimedOut) as exc:
-                yield msgspec.json.encode(OllamaError(str(exc))) + b"\n"
 
     async def answer(
         kind: str,
@@ -132,7 +137,7 @@ def chat_handlers(
         route = f"api/{kind}"
         if stream:
             events = await calls.stream(op, served, body, route=route)
-            lines = ndjson(events, StreamTranslator(kind, name, started))
+            lines = ndjson(events, OllamaStream(kind, name, started))
             return StreamAnswer(lines, NDJSON, _warning(warnings), events.aclose)
         done = await calls.complete(op, served, body, route=route)
         shape = chat_answer if kind == "chat" else generate_answer

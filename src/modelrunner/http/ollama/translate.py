@@ -311,7 +311,7 @@ def generate_answer(
     }
 
 
-class StreamTranslator:
+class OllamaStream:
     """OpenAI stream chunks -> Ollama's NDJSON objects, one chunk at a time.
 
     ``feed`` returns the objects to send now (text as it comes; tool calls, which OpenAI

@@ -41,12 +41,12 @@ class FastPath:
         decoder: msgspec.json.Decoder[AnyRequest] = msgspec.json.Decoder(shape)
 
         def wrap(app: ASGIApp) -> ASGIApp:
-            return _ShortWay(app, self, op, decoder)
+            return _ProxyShortWay(app, self, op, decoder)
 
         return wrap
 
 
-class _ShortWay:
+class _ProxyShortWay:
     __slots__ = ("_app", "_decoder", "_fast", "_op")
 
     def __init__(
@@ -82,18 +82,25 @@ class _ShortWay:
         await call(scope, receive, send)
 
     def _eligible(self, scope: Scope) -> bool:
-        """A body of announced size within the limit, and a key if keys are required."""
-        length = -1
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = int(value) if value.isdigit() else -1
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
-        fast = self._fast
-        if not 0 <= length <= fast.max_body:
-            return False
-        return not fast.keys.enabled or fast.keys.accepts(authorization)
+        return eligible(scope, self._fast.max_body, self._fast.keys, x_api_key=False)
+
+
+def eligible(scope: Scope, max_body: int, keys: KeyCheck, *, x_api_key: bool) -> bool:
+    """Whether a request may take the short way: a body of announced size within the
+    limit, and an accepted key if keys are required (``x-api-key`` too where the route's
+    own guard takes it)."""
+    length = -1
+    authorization = api_key = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else -1
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif x_api_key and name == b"x-api-key":
+            api_key = value.decode("latin-1")
+    if not 0 <= length <= max_body:
+        return False
+    return not keys.enabled or keys.accepts(authorization, api_key)
 
 
 async def read_body(receive: Receive) -> bytes | None:

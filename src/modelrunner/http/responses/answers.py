@@ -1,7 +1,7 @@
 """OpenAI chat completions -> Responses answers (pure, no I/O).
 
 ``Output``: the answer's items (a message, function calls) built from a whole chat completion
-(``add_completion``) or chunk by chunk (``StreamTranslator``, which also says each step as the
+(``add_completion``) or chunk by chunk (``ResponsesStream``, which also says each step as the
 Responses stream events).
 """
 
@@ -135,7 +135,7 @@ def response_object(
     }
 
 
-class StreamTranslator:
+class ResponsesStream:
     """Chat completion chunks in, Responses stream events out (each a dict with ``type``
     and ``sequence_number``), in the order the openai SDK's stream helpers expect."""
 

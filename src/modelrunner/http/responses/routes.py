@@ -23,7 +23,7 @@ from modelrunner.errors import ModelRunnerError
 from modelrunner.http.errors import ErrorAnswer, problem, to_response
 from modelrunner.http.inspector.recorder import Entry, Recorder
 from modelrunner.http.openai.routes import EngineParam, checked_segment, error_responses
-from modelrunner.http.responses.answers import Output, StreamTranslator, response_object
+from modelrunner.http.responses.answers import Output, ResponsesStream, response_object
 from modelrunner.http.responses.shapes import BadInput, ResponsesRequest, new_id
 from modelrunner.http.responses.store import ResponseStore, page
 from modelrunner.http.responses.translate import chat_body, input_items, refuse_unsupported
@@ -105,7 +105,7 @@ def responses_handlers(call: EngineCall, recorder: Recorder | None) -> list[HTTP
                                            route="responses")  # fmt: skip
             except ModelRunnerError as exc:
                 return answer_problem(problem_of(exc, where), entry)
-            translator = StreamTranslator(new_id("resp"), events.model.name, data)
+            translator = ResponsesStream(new_id("resp"), events.model.name, data)
             if entry is not None:
                 entry.stream = True
             relay = _relay(translator, events, store, items, history, entry, recorder)
@@ -169,7 +169,7 @@ def responses_handlers(call: EngineCall, recorder: Recorder | None) -> list[HTTP
 
 
 async def _relay(
-    translator: StreamTranslator,
+    translator: ResponsesStream,
     events: EventStream,
     store: ResponseStore,
     items: list[dict[str, Any]],

@@ -63,6 +63,7 @@ from modelrunner.http.upstream.forwarder import (
 )
 from modelrunner.http.upstream.limits import deadline, limited, timed, timed_out
 from modelrunner.http.upstream.pool import UpstreamResponse
+from modelrunner.http.upstream.revision import answered_by, current_session
 from modelrunner.registry import Endpoint, ServedModel
 
 _DONE: Final = b"[DONE]"
@@ -120,12 +121,15 @@ class EngineCall:
     ) -> Answer:
         started = time.perf_counter()
         label, status = "unknown", 500
+        chosen: Endpoint | None = None
         try:
             served = self.resolve(model, segment, op)
             label = served.name
             cut = deadline(served)
             async with limited(served, cut):
-                with self._fw.registry.acquire(model) as (served, endpoint):
+                with self._fw.registry.acquire(model, _session(served)) as (served, endpoint):
+                    chosen = endpoint
+                    answered_by(endpoint.revision)
                     body = {**body, "model": served.name}
                     target = path or f"/v1/{op}"
                     where = _where(target, served, endpoint)
@@ -158,6 +162,7 @@ class EngineCall:
             self._fw.metrics.record_request(
                 route or op, label, status, time.perf_counter() - started
             )
+            self._record_revision(label, chosen, status)
 
     async def stream(
         self,
@@ -170,12 +175,17 @@ class EngineCall:
         started = time.perf_counter()
         label, status = "unknown", 500
         slot = AsyncExitStack()
+        chosen: Endpoint | None = None
         try:
             served = self.resolve(model, segment, op)
             label = served.name
             cut = deadline(served)
             await slot.enter_async_context(limited(served, cut))
-            served, endpoint = slot.enter_context(self._fw.registry.acquire(model))
+            served, endpoint = slot.enter_context(
+                self._fw.registry.acquire(model, _session(served))
+            )
+            chosen = endpoint
+            answered_by(endpoint.revision)
             options = body.get("stream_options")
             body = {
                 **body,
@@ -201,9 +211,14 @@ class EngineCall:
                 status = exc.problem.status
             elif isinstance(exc, ModelRunnerError):
                 status = from_exception(exc, op).status
+            elif isinstance(exc, asyncio.CancelledError):
+                status = CLIENT_CLOSED
+            if chosen is not None and _failed(status):
+                chosen.errors += 1  # (acquire counts only what is raised inside its block)
             self._fw.metrics.record_request(
                 route or op, label, status, time.perf_counter() - started
             )
+            self._record_revision(label, chosen, status)
             raise
         return EventStream(self, served, endpoint, op, response, slot, route or op, started, cut)
 
@@ -230,6 +245,11 @@ class EngineCall:
                 raise UpstreamFailed(found.body.error.message)
             raise EngineRejected(found)
         return response
+
+    def _record_revision(self, model: str, endpoint: Endpoint | None, status: int) -> None:
+        """Per-revision outcomes (``mr_revision_requests_total``), as the proxy records them."""
+        if endpoint is not None and endpoint.revision:
+            self._fw.metrics.record_revision(model, endpoint.revision, _failed(status))
 
     def _count(self, model: str, usage: Any) -> None:
         if isinstance(usage, dict):
@@ -345,10 +365,13 @@ class EventStream:
         self._closed = True
         self._response.close()  # not read to its end: the connection is closed, generation stops
         await self._slot.aclose()
+        if _failed(self._status):
+            self.endpoint.errors += 1  # a mid-stream failure counts for the canary's verdict
         fw = self._call.forwarder
         fw.metrics.record_request(
             self._route, self.model.name, self._status, time.perf_counter() - self._started
         )
+        self._call._record_revision(self.model.name, self.endpoint, self._status)
 
 
 def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -379,6 +402,15 @@ def _decode_event(data: bytes, where: str) -> dict[str, Any]:
         message = error.get("message") if isinstance(error, dict) else error
         raise UpstreamFailed(f"The engine failed mid-stream on {where}: {message}")
     return event
+
+
+def _failed(status: int) -> bool:
+    """A server-side failure (5xx), not a client that left: what a canary is judged on."""
+    return status >= 500 and status != CLIENT_CLOSED
+
+
+def _session(model: ServedModel) -> str | None:
+    return current_session() if model.split is not None else None
 
 
 def _where(target: str, model: ServedModel, endpoint: Endpoint) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import msgspec
 
 from modelrunner.http.keys import KeyCheck
-from modelrunner.http.openai.fast_path import read_body, replaying
+from modelrunner.http.openai.fast_path import eligible, read_body, replaying
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send
@@ -37,12 +37,12 @@ class TranslatedFastPath:
         decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(shape)
 
         def wrap(app: ASGIApp) -> ASGIApp:
-            return _ShortWay(app, self, decoder, answer)
+            return _TranslatedShortWay(app, self, decoder, answer)
 
         return wrap
 
 
-class _ShortWay(Generic[T]):
+class _TranslatedShortWay(Generic[T]):
     __slots__ = ("_answer", "_app", "_decoder", "_fast")
 
     def __init__(
@@ -73,16 +73,4 @@ class _ShortWay(Generic[T]):
         await answer(scope, receive, send)
 
     def _eligible(self, scope: Scope) -> bool:
-        length = -1
-        authorization = x_api_key = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = int(value) if value.isdigit() else -1
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"x-api-key":
-                x_api_key = value.decode("latin-1")
-        fast = self._fast
-        if not 0 <= length <= fast.max_body:
-            return False
-        return not fast.keys.enabled or fast.keys.accepts(authorization, x_api_key)
+        return eligible(scope, self._fast.max_body, self._fast.keys, x_api_key=True)

@@ -40,6 +40,8 @@ from modelrunner.http.routing import check_engine
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
 from modelrunner.http.upstream.limits import deadline, limited, timed
 from modelrunner.http.upstream.pool import UpstreamPool, UpstreamResponse
+from modelrunner.http.upstream.revision import HEADER as REVISION_HEADER
+from modelrunner.http.upstream.revision import session_of
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Endpoint, Registry, ServedModel
 
@@ -144,7 +146,7 @@ class ProxyCall:
             check_engine(model, self._segment, self._op)
             self._deadline = deadline(model)
             async with limited(model, self._deadline):
-                session = _session(scope) if model.split is not None else None
+                session = session_of(scope) if model.split is not None else None
                 with fw.registry.acquire(self._model, session) as (model, endpoint):
                     chosen = endpoint
                     self._revision = endpoint.revision.encode("latin-1")
@@ -168,7 +170,7 @@ class ProxyCall:
 
         async def revisioned(message: Any) -> None:
             if message["type"] == "http.response.start" and self._revision:
-                headers = [*message.get("headers", ()), (b"x-model-revision", self._revision)]
+                headers = [*message.get("headers", ()), (REVISION_HEADER, self._revision)]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -305,14 +307,6 @@ class _LateWatch:
             self._task.cancel()
         else:
             self._coro.close()  # never started
-
-
-def _session(scope: Scope) -> str | None:
-    """X-Session-Id: a conversation stays on one revision during a canary."""
-    for key, value in scope["headers"]:
-        if key == b"x-session-id":
-            return value.decode("latin-1")[:256] or None
-    return None
 
 
 def withdrawn(registry: Registry, model: ServedModel, endpoint: Endpoint) -> str | None:

@@ -10,8 +10,8 @@ import pytest
 
 from modelrunner.http.anthropic.shapes import CountTokensRequest, MessagesRequest
 from modelrunner.http.anthropic.translate import (
+    AnthropicStream,
     InvalidMessages,
-    StreamTranslator,
     chat_request,
     count_request,
     error_type,
@@ -188,7 +188,7 @@ def _chunk(finish: Any = None, usage: Any = None, **delta: Any) -> dict[str, Any
 
 
 def _events(chunks: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    translate = StreamTranslator("m", _ids())
+    translate = AnthropicStream("m", _ids())
     events = translate.start()
     for chunk in chunks:
         events += translate.feed(chunk)

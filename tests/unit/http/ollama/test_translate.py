@@ -14,7 +14,7 @@ from modelrunner.http.ollama.shapes import (
 )
 from modelrunner.http.ollama.translate import (
     BadRequest,
-    StreamTranslator,
+    OllamaStream,
     chat_answer,
     chat_messages,
     chat_request,
@@ -232,7 +232,7 @@ def _delta(**delta: Any) -> dict[str, Any]:
 
 
 def test_stream_chat_text_then_done() -> None:
-    translate = StreamTranslator("chat", "m", started=0.0)
+    translate = OllamaStream("chat", "m", started=0.0)
     lines = []
     lines += translate.feed(_delta(role="assistant", content=""), 0.1)
     lines += translate.feed(_delta(content="Hel"), 0.2)
@@ -254,7 +254,7 @@ def test_stream_chat_text_then_done() -> None:
 
 
 def test_stream_counts_tokens_when_the_engine_reports_no_usage() -> None:
-    translate = StreamTranslator("generate", "m", started=0.0)
+    translate = OllamaStream("generate", "m", started=0.0)
     lines = translate.feed({"choices": [{"text": "a"}]}, 0.1)
     lines += translate.feed({"choices": [{"text": "b"}]}, 0.2)
     lines += translate.finish(0.3)
@@ -263,7 +263,7 @@ def test_stream_counts_tokens_when_the_engine_reports_no_usage() -> None:
 
 
 def test_stream_tool_call_pieces_are_sent_whole_at_the_end() -> None:
-    translate = StreamTranslator("chat", "m", started=0.0)
+    translate = OllamaStream("chat", "m", started=0.0)
     pieces = [
         {"index": 0, "id": "c", "type": "function", "function": {"name": "get", "arguments": ""}},
         {"index": 0, "function": {"arguments": '{"ci'}},

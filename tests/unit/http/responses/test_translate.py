@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from modelrunner.http.responses.answers import Output, StreamTranslator, response_object
+from modelrunner.http.responses.answers import Output, ResponsesStream, response_object
 from modelrunner.http.responses.shapes import BadInput, ResponsesRequest
 from modelrunner.http.responses.store import ResponseStore, page
 from modelrunner.http.responses.translate import chat_body, input_items
@@ -246,7 +246,7 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 
 
 def test_stream_events_in_order_with_consecutive_sequence_numbers() -> None:
-    translator = StreamTranslator("resp_1", "smollm2", request())
+    translator = ResponsesStream("resp_1", "smollm2", request())
     events = translator.start()
     for c in [
         chunk({"role": "assistant", "content": ""}),
@@ -278,7 +278,7 @@ def test_stream_events_in_order_with_consecutive_sequence_numbers() -> None:
 
 
 def test_stream_of_a_tool_call_and_a_failure() -> None:
-    translator = StreamTranslator("resp_1", "m", request())
+    translator = ResponsesStream("resp_1", "m", request())
     events = translator.start()
     events += translator.chunk(
         chunk(
@@ -306,7 +306,7 @@ def test_stream_of_a_tool_call_and_a_failure() -> None:
         "response.completed",
     ]
     assert events[-1]["response"]["output"][0]["arguments"] == '{"a":1}'
-    failing = StreamTranslator("resp_2", "m", request())
+    failing = ResponsesStream("resp_2", "m", request())
     failed = (
         failing.start()
         + failing.chunk(chunk({"content": "x"}))
@@ -318,7 +318,7 @@ def test_stream_of_a_tool_call_and_a_failure() -> None:
 
 
 def test_an_empty_answer_is_one_empty_message() -> None:
-    translator = StreamTranslator("resp_1", "m", request())
+    translator = ResponsesStream("resp_1", "m", request())
     events = translator.start() + translator.chunk(chunk({}, "stop")) + translator.finish()
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == ""
     assert [e["sequence_number"] for e in events] == list(range(len(events)))

@@ -15,7 +15,7 @@ from modelrunner.engines.llamacpp.structured import logprobs as logprobs_
 from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
 from modelrunner.engines.llamacpp.structured.formats import call_grammar
 from modelrunner.engines.llamacpp.structured.history import template_input
-from modelrunner.engines.llamacpp.structured.output import ChatOutput
+from modelrunner.engines.llamacpp.structured.output import TextShaper
 from modelrunner.engines.llamacpp.structured.response_format import answer_schema
 from modelrunner.engines.llamacpp.structured.schema_grammar import schema_to_gbnf
 from modelrunner.engines.llamacpp.structured.template import TemplateInfo
@@ -27,7 +27,7 @@ class ChatPlan:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None  # the template's `tools` variable
     grammar: str | None  # GBNF with a `root` rule; None: unconstrained
-    output: ChatOutput
+    output: TextShaper
     logprobs: int | None  # None: off; else alternatives per token (0-20)
 
 
@@ -49,7 +49,7 @@ def plan_chat(body: dict[str, Any], info: TemplateInfo) -> ChatPlan:
         grammar = None
     shaped, template_tools = template_input(messages, tools, info)
     return ChatPlan(
-        shaped, template_tools, grammar, ChatOutput(tools, info.format), logprobs_.requested(body)
+        shaped, template_tools, grammar, TextShaper(tools, info.format), logprobs_.requested(body)
     )
 
 

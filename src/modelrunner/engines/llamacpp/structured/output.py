@@ -37,7 +37,7 @@ END: Final[dict[ToolFormat, str | None]] = {
 _LLAMA3_TAG: Final = "<|python_tag|>"
 
 
-class ChatOutput:
+class TextShaper:
     """How one request's generated text becomes its answer."""
 
     def __init__(
@@ -92,7 +92,7 @@ class DeltaStream:
     """Text pieces in, OpenAI ``delta`` objects out (without the role, which the first chunk
     of the engine carries)."""
 
-    def __init__(self, output: ChatOutput) -> None:
+    def __init__(self, output: TextShaper) -> None:
         self._output = output
         self._format = output.format
         self._start = START[self._format]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelrunner.engines.llamacpp.structured.formats import ToolFormat
-from modelrunner.engines.llamacpp.structured.output import ChatOutput
+from modelrunner.engines.llamacpp.structured.output import TextShaper
 from modelrunner.engines.llamacpp.structured.tools import NO_TOOLS, ToolRequest, read_tools
 
 TOOLS = [
@@ -43,7 +43,7 @@ def accumulate(deltas: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def streamed(
-    output: ChatOutput, text: str, size: int, finish: str = "stop"
+    output: TextShaper, text: str, size: int, finish: str = "stop"
 ) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
     stream = output.stream()
     deltas: list[dict[str, Any]] = []
@@ -80,7 +80,7 @@ TEXTS: list[tuple[ToolFormat, str]] = [
 @pytest.mark.parametrize(("fmt", "text"), TEXTS)
 @pytest.mark.parametrize("size", [1, 3, 1000])
 def test_stream_adds_up_to_the_message(fmt: ToolFormat, text: str, size: int) -> None:
-    output = ChatOutput(request(), fmt, numbered)
+    output = TextShaper(request(), fmt, numbered)
     message, reason = output.message(text, "stop")
     got, stream_reason, _ = streamed(output, text, size)
     assert stream_reason == reason
@@ -97,7 +97,7 @@ def test_stream_adds_up_to_the_message(fmt: ToolFormat, text: str, size: int) ->
 
 def test_call_message_shape() -> None:
     text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-    message, reason = ChatOutput(request(), "hermes").message(text, "stop")
+    message, reason = TextShaper(request(), "hermes").message(text, "stop")
     assert reason == "tool_calls"
     (call,) = message["tool_calls"]
     assert call["type"] == "function" and call["id"].startswith("call_") and len(call["id"]) == 29
@@ -107,7 +107,7 @@ def test_call_message_shape() -> None:
 
 def test_stream_sends_name_first_then_arguments() -> None:
     text = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
-    _, reason, deltas = streamed(ChatOutput(request(), "hermes", numbered), text, 4)
+    _, reason, deltas = streamed(TextShaper(request(), "hermes", numbered), text, 4)
     assert reason == "tool_calls"
     assert deltas == [
         {
@@ -125,7 +125,7 @@ def test_stream_sends_name_first_then_arguments() -> None:
 
 
 def test_content_streams_before_the_call_completes() -> None:
-    stream = ChatOutput(request(), "hermes").stream()
+    stream = TextShaper(request(), "hermes").stream()
     assert stream.feed("Hello ") == [{"content": "Hello "}]
     assert stream.feed("<tool") == []  # may be a call: held back
     assert stream.feed("box>") == [{"content": "<toolbox>"}]
@@ -133,7 +133,7 @@ def test_content_streams_before_the_call_completes() -> None:
 
 def test_unparsed_call_keeps_finish_reason_length() -> None:
     text = '<tool_call>{"name": "get_weather", "arguments": {"ci'
-    output = ChatOutput(request(), "hermes")
+    output = TextShaper(request(), "hermes")
     assert output.message(text, "length") == (
         {"role": "assistant", "content": text, "refusal": None},
         "length",
@@ -147,7 +147,7 @@ def test_parallel_false_keeps_the_first_call() -> None:
         '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
         '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'
     )
-    output = ChatOutput(request(parallel_tool_calls=False), "hermes", numbered)
+    output = TextShaper(request(parallel_tool_calls=False), "hermes", numbered)
     message, _ = output.message(text, "stop")
     assert [c["function"]["name"] for c in message["tool_calls"]] == ["get_weather"]
     got, _, _ = streamed(output, text, 7)
@@ -157,7 +157,7 @@ def test_parallel_false_keeps_the_first_call() -> None:
 def test_legacy_functions_answer_with_function_call() -> None:
     legacy = read_tools({"functions": [{"name": "get_weather", "parameters": {"type": "object"}}]})
     text = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
-    output = ChatOutput(legacy, "hermes")
+    output = TextShaper(legacy, "hermes")
     message, reason = output.message(text, "stop")
     assert reason == "function_call" and "tool_calls" not in message
     assert message["function_call"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
@@ -168,15 +168,15 @@ def test_legacy_functions_answer_with_function_call() -> None:
 
 def test_without_tools_everything_is_content() -> None:
     text = '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
-    output = ChatOutput(NO_TOOLS, "hermes")
+    output = TextShaper(NO_TOOLS, "hermes")
     assert output.message(text, "stop")[0]["content"] == text
     assert streamed(output, text, 2)[0]["content"] == text
-    none = ChatOutput(request(tool_choice="none"), "hermes")
+    none = TextShaper(request(tool_choice="none"), "hermes")
     assert none.message(text, "stop")[1] == "stop"
 
 
 def test_mistral_ids_are_nine_alphanumerics() -> None:
-    message, _ = ChatOutput(request(), "mistral").message("[TOOL_CALLS]get_time[ARGS]{}", "stop")
+    message, _ = TextShaper(request(), "mistral").message("[TOOL_CALLS]get_time[ARGS]{}", "stop")
     call_id = message["tool_calls"][0]["id"]
     assert len(call_id) == 9 and call_id.isalnum()
     assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {}
@@ -207,7 +207,7 @@ FORCED_TEXTS: list[tuple[ToolFormat, str]] = [
 def test_forced_calls_stream_their_arguments_as_they_come(
     fmt: ToolFormat, text: str, size: int
 ) -> None:
-    output = ChatOutput(request(tool_choice="required"), fmt, numbered)
+    output = TextShaper(request(tool_choice="required"), fmt, numbered)
     message, reason = output.message(text, "stop")
     got, stream_reason, deltas = streamed(output, text, size)
     assert stream_reason == reason == "tool_calls"
@@ -223,7 +223,7 @@ def test_forced_calls_stream_their_arguments_as_they_come(
 
 
 def test_forced_call_cut_short_keeps_length() -> None:
-    output = ChatOutput(request(tool_choice="required"), "hermes", numbered)
+    output = TextShaper(request(tool_choice="required"), "hermes", numbered)
     got, reason, _ = streamed(
         output, '<tool_call>\n{"name": "get_weather", "arguments": {"ci', 3, "length"
     )
@@ -236,7 +236,7 @@ def test_forced_legacy_function_call_streams() -> None:
         {"functions": [{"name": "get_weather"}], "function_call": {"name": "get_weather"}}
     )
     text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
-    got, reason, _ = streamed(ChatOutput(legacy, "hermes"), text, 2)
+    got, reason, _ = streamed(TextShaper(legacy, "hermes"), text, 2)
     assert reason == "function_call"
     assert got["legacy"]["name"] == "get_weather"
     assert json.loads(got["legacy"]["arguments"]) == {"city": "Oslo"}
