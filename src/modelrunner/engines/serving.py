@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,11 +77,24 @@ class RawReply:
     content_type: str
 
 
+class SelfWritten(ABC):
+    """An answer that writes itself to the connection (a stream fed by another thread)."""
+
+    @abstractmethod
+    def write(self, handler: Handler) -> None:
+        """Write the whole answer, head included; raise ClientGone if the client left."""
+
+
+def chunk(data: bytes) -> bytes:
+    """One piece of a chunked body (``b""`` is the last)."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
 Event = dict[str, Any]
 # A route answers a request's JSON body (``{}`` for a GET). It returns a JSON-able body, a
 # RawReply, or an iterable of events sent as server-sent events followed by
 # ``data: [DONE]``; a list of events is written as one chunk (one write per token step).
-Answer = dict[str, Any] | RawReply | Iterable[Event | list[Event]]
+Answer = dict[str, Any] | RawReply | SelfWritten | Iterable[Event | list[Event]]
 Route = Callable[[dict[str, Any]], Answer]
 Routes = dict[tuple[str, str], Route]
 
@@ -122,6 +136,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if isinstance(result, dict):
             self.send_json(200, result)
+        elif isinstance(result, SelfWritten):
+            try:
+                result.write(self)
+            except (OSError, ClientGone):
+                self.close_connection = True  # the answer could not be completed
         elif isinstance(result, RawReply):
             self.send_bytes(200, result.data, result.content_type)
         else:
@@ -154,21 +173,17 @@ class Handler(BaseHTTPRequestHandler):
     def send_events(self, events: Iterable[Event | list[Event]]) -> None:
         iterator = iter(events)
         try:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self.start_events()
             try:
                 for item in iterator:
                     batch = item if isinstance(item, list) else [item]
                     if batch:
-                        self._chunk(b"".join(_sse(event) for event in batch))
+                        self._chunk(b"".join(sse(event) for event in batch))
             except (OSError, ClientGone):
                 raise
             except Exception as exc:  # headers are gone: report in-band, as OpenAI does
                 log.exception("stream failed")
-                self._chunk(_sse(error_body(500, str(exc))))
+                self._chunk(sse(error_body(500, str(exc))))
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")
         except (OSError, ClientGone):
@@ -179,11 +194,20 @@ class Handler(BaseHTTPRequestHandler):
                 close()
 
     def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.write(chunk(data))
         self.wfile.flush()
 
+    def start_events(self) -> None:
+        """The head of a server-sent event stream (chunked; the body follows)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
 
-def _sse(event: Event) -> bytes:
+
+def sse(event: Event) -> bytes:
+    """One server-sent event."""
     return b"data: " + json.dumps(event).encode() + b"\n\n"
 
 

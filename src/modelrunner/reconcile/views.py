@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
+from modelrunner.engines.llamacpp.launch import threads_in_effect
 from modelrunner.engines.vllm.launch import cluster_address
 from modelrunner.gate import Gate
 from modelrunner.manifest.spec import duration_seconds
@@ -62,10 +63,11 @@ def status_view(
     files = state.serving.files if state.serving is not None else state.files
     before = previous or ModelStatus(name=state.name, updated_at=now)
     instance = running.instance_id if running is not None else None
+    engine = running.engine if running is not None else spec.declared_engine
     return msgspec.structs.replace(
         before,
         aliases=spec.aliases,
-        engine=running.engine if running is not None else spec.declared_engine,
+        engine=engine,
         phase=phase,
         file=desired.file,
         content_hash=desired.content_hash,
@@ -80,6 +82,7 @@ def status_view(
         pull_key=desired.keys.pull,
         placement=describe(spec.placement) if spec.placement else None,
         cluster=cluster_address(spec),
+        threads=threads_in_effect(spec) if engine == "llama.cpp" else None,
         updated_at=now if phase != before.phase else before.updated_at,
         ready_at=now
         if instance is not None and instance != before.instance

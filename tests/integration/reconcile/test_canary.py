@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from modelrunner.engines.llamacpp.launch import default_threads
 from tests.fixtures.serve import Server, manifest
 
 
@@ -94,7 +95,18 @@ def test_a_canary_under_load_answers_beside_the_old_revision_then_takes_over(
     (planned / "smol.yaml").write_text(
         manifest(smollm2_gguf, "smol", context_size=2048, rollout=plan)
     )
-    assert "(engine settings changed; canary: 50% of requests for 3s)" in mr_plan(server, planned)
+    assert "(engine settings changed; canary: 50% of requests for 3s; llama.cpp threads: 1)" in (
+        mr_plan(server, planned)
+    )
+    assert server.status()["smol"]["threads"] == 1
+    # Without llama.cpp.threads: this host's physical cores, said before the start.
+    (planned / "smol.yaml").write_text(
+        manifest(smollm2_gguf, "smol", context_size=2048, rollout=plan, **{"llama.cpp": {}})
+    )
+    assert f"; llama.cpp threads: {default_threads()})" in mr_plan(server, planned)
+    (planned / "smol.yaml").write_text(
+        manifest(smollm2_gguf, "smol", context_size=2048, rollout=plan)
+    )
     assert "falls back to replace: memory does not allow two revisions" in mr_plan(
         server, planned, MR_MEMORY_BUDGET="300M"
     )

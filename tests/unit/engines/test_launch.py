@@ -11,6 +11,7 @@ import pytest
 
 from modelrunner.engines.catalog import CATALOG
 from modelrunner.engines.launch import check_format
+from modelrunner.engines.llamacpp.launch import default_threads
 from modelrunner.errors import EngineError
 from modelrunner.manifest.engines import EngineName
 from modelrunner.manifest.spec import ModelManifest
@@ -42,7 +43,7 @@ def flag(argv: list[str], name: str) -> str | None:
 @pytest.mark.parametrize(
     ("fields", "files", "expected"),
     [
-        ({}, GGUF, {"--n_ctx": "4096", "--n_threads": None, "--parallel": None}),
+        ({}, GGUF, {"--n_ctx": "4096", "--n_threads": str(default_threads()), "--parallel": None}),
         ({}, ModelFiles("gguf", Path("/m.gguf"), context_size=2048), {"--n_ctx": "2048"}),
         (
             {"context_size": 1024, "llama.cpp": {"threads": 3, "parallel": 2, "n_gpu_layers": -1}},

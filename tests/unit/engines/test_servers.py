@@ -9,6 +9,7 @@ import pytest
 
 from modelrunner.engines.diffusers import main as diffusers_server
 from modelrunner.engines.llamacpp import main as llamacpp_server
+from modelrunner.engines.llamacpp.launch import physical_cores
 from modelrunner.engines.serving import (
     MAX_BODY,
     RequestError,
@@ -101,9 +102,19 @@ def test_error_body_is_openai_shaped() -> None:
     assert error_body(500, "boom")["error"]["type"] == "server_error"
 
 
-@pytest.mark.parametrize(("cpus", "threads"), [(None, 1), (1, 1), (2, 1), (8, 7)])
-def test_default_threads_leave_a_core_to_the_relay(cpus: int | None, threads: int) -> None:
-    assert llamacpp_server.default_threads(cpus) == threads
+@pytest.mark.parametrize(
+    ("siblings", "cores"),
+    [
+        ([], 1),  # nothing known: one thread
+        (["0"], 1),
+        (["0", "1"], 2),  # two cores without hyperthreads (a 2-vCPU VM)
+        (["0,4", "1,5", "2,6", "3,7", "0,4", "1,5", "2,6", "3,7"], 4),  # 4 cores, 8 threads
+        (["0-1", "0-1"], 1),  # one core, its two threads
+        (["0,2", "1,3"], 2),  # affinity to one thread of each of two cores
+    ],
+)
+def test_default_threads_are_the_physical_cores(siblings: list[str], cores: int) -> None:
+    assert physical_cores(siblings) == cores
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from modelrunner.engines.llamacpp.params import Generation
 
@@ -47,19 +47,30 @@ class QueueFull(Exception):
     """Every slot is busy and the waiting queue is at its bound."""
 
 
+class Sink(Protocol):
+    """Where a job's events go, called on the scheduler thread (``delivery.py``)."""
+
+    def deliver(self, event: Event) -> None: ...
+
+
 class Job:
-    """One generation request: its prompt tokens, settings, sampler chain and event queue.
+    """One generation request: its prompt tokens, settings, sampler chain and where its
+    events go: ``sink``, or else the ``events`` queue.
 
     The scheduler owns it from ``submit`` until it emits ``Finished`` or ``Failed``; the
-    HTTP thread reads ``events`` and sets ``cancelled`` when its client goes away.
+    HTTP side sets ``cancelled`` when its client goes away.
     """
 
     def __init__(self, prompt: list[int], generation: Generation, chain: SamplerChain) -> None:
         self.prompt = prompt
         self.generation = generation
         self.chain = chain
+        self.sink: Sink | None = None
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.cancelled = False
 
     def emit(self, event: Event) -> None:
-        self.events.put(event)
+        if self.sink is None:
+            self.events.put(event)
+        else:
+            self.sink.deliver(event)

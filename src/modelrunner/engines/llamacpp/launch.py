@@ -1,12 +1,15 @@
 """llama.cpp through llama-cpp-python: manifest -> launch of the project's own server.
 
 llama-cpp-python's bundled server has no batching (and a new request cancels the running
-one unless told otherwise); :mod:`.llamacpp_server` runs the project's own engine
-(:mod:`.llamacpp_engine`): one context with ``parallel`` slots and continuous batching.
+one unless told otherwise); :mod:`.main` runs the project's own engine: one context with
+``parallel`` slots and continuous batching.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Final
 
 from modelrunner.engines.launch import Launch, Probe, checked_flags, engine_env, server_argv
@@ -29,8 +32,7 @@ def build_launch(
         "--n_ctx",
         str(manifest.context_size or files.context_size or DEFAULT_CONTEXT),
     ]
-    if section is not None and section.threads is not None:
-        argv += ["--n_threads", str(section.threads)]
+    argv += ["--n_threads", str(threads_in_effect(manifest))]
     if section is not None and section.parallel is not None:
         argv += ["--parallel", str(section.parallel)]
     if section is not None and section.n_gpu_layers is not None:
@@ -51,3 +53,32 @@ def build_launch(
         ),
         startup_timeout=120.0,
     )
+
+
+def threads_in_effect(manifest: ModelManifest) -> int:
+    """``llama.cpp.threads``, or else this host's physical cores (``mr plan`` and ``mr
+    status`` show it)."""
+    section = manifest.llama_cpp
+    if section is not None and section.threads is not None:
+        return section.threads
+    return default_threads()
+
+
+def default_threads() -> int:
+    """The physical cores this process may run on, as llama-server picks its threads: one
+    compute thread per core is the fastest setting measured (docs/design/engines.md);
+    hyperthread siblings share a core's arithmetic units and only add contention."""
+    siblings = []
+    for cpu in sorted(os.sched_getaffinity(0)):
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            siblings.append(topology.read_text().strip())
+        except OSError:  # no topology (a container may hide it): a CPU is a core
+            siblings.append(str(cpu))
+    return physical_cores(siblings)
+
+
+def physical_cores(siblings: Iterable[str]) -> int:
+    """How many cores the CPUs span, from each CPU's ``thread_siblings_list`` (the CPUs
+    sharing its core, as ``0,4`` or ``0-1``): one core per distinct list."""
+    return max(1, len(set(siblings)))

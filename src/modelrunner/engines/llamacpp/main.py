@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from modelrunner.engines.llamacpp.launch import default_threads
 from modelrunner.engines.serving import parse_bool
 
 
@@ -43,12 +44,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_threads(cpus: int | None) -> int:
-    """All cores but one: the engine's HTTP threads and mr's relay of every token keep a
-    core of their own (measured in docs/design/engines.md); one core gets one thread."""
-    return max(1, (cpus or 1) - 1)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     for name in ("parallel", "n_ctx", "n_batch", "n_ubatch"):
@@ -59,10 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--max_queue must be 0 or more, got {args.max_queue}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
-    # llama.cpp's OpenMP threads otherwise spin after every decode, taking the cores the
-    # HTTP threads and mr's relay need; on a busy host that cost 10x and more (see
-    # docs/design/engines.md). Set before llama_cpp loads libgomp; a manifest's env wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from modelrunner.engines.llamacpp.engine import Engine, EngineConfig
     from modelrunner.engines.llamacpp.model import quiet_llama
     from modelrunner.engines.llamacpp.server import serve
@@ -73,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=args.served_name or os.path.basename(args.model),
         context_size=args.n_ctx,
         parallel=args.parallel,
-        threads=args.n_threads or default_threads(os.cpu_count()),
+        threads=args.n_threads or default_threads(),
         n_batch=args.n_batch,
         n_ubatch=args.n_ubatch,
         n_gpu_layers=args.n_gpu_layers,

@@ -1,0 +1,172 @@
+"""How a generation's events reach its client: on the scheduler thread, between decodes.
+
+With threads = all cores, every core computes during ``llama_decode``, and any other
+runnable thread takes a core from a compute thread; llama.cpp's barriers then make the
+others wait for it. A Python thread woken per token to write it (JSON, chunk framing, the
+GIL) did exactly that, and the engine fell to a third of llama-server's speed. So the
+scheduler thread itself turns each event into bytes and sends them (``MSG_DONTWAIT``: it
+never blocks on a slow client) after it sampled, before the next decode; the connection's
+thread wakes only to start the answer, every ``POLL_SECONDS`` to see that its client is
+still there (and to flush what a full socket buffer held back), and at the end.
+
+- ``CollectedAnswer``: a plain answer, built on the scheduler thread; the connection's
+  thread sends it once it is complete.
+- ``StreamedAnswer``: server-sent events over chunked encoding, written as they come.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+from modelrunner.engines.llamacpp.answers import ChatOutput
+from modelrunner.engines.llamacpp.jobs import Delta, Event, Failed, Finished
+from modelrunner.engines.serving import (
+    ClientGone,
+    Handler,
+    RequestError,
+    SelfWritten,
+    chunk,
+    client_gone,
+    error_body,
+    sse,
+)
+
+log = logging.getLogger("modelrunner.llamacpp")
+
+POLL_SECONDS: Final = 0.1
+# A client that reads nothing while this much of its stream waits is not reading at all.
+MAX_PENDING: Final = 8 * 1024 * 1024
+_END: Final = chunk(b"data: [DONE]\n\n") + chunk(b"")
+
+
+class CollectedAnswer:
+    """A plain answer: the tokens are collected where they are sampled."""
+
+    def __init__(self, output: ChatOutput) -> None:
+        self._output = output
+        self._parts: list[str] = []
+        self._result: dict[str, Any] | RequestError | None = None
+        self._done = threading.Event()
+
+    def deliver(self, event: Event) -> None:
+        """On the scheduler thread."""
+        try:
+            if isinstance(event, Delta):
+                self._parts.append(event.text)
+                self._output.collect(event)
+                return
+            if isinstance(event, Finished):
+                self._parts.append(event.text)
+                self._result = self._output.message("".join(self._parts), event)
+            else:
+                self._result = RequestError(500, event.message)
+        except Exception as exc:  # a bug in shaping the answer fails this request only
+            log.exception("could not shape an answer")
+            self._result = RequestError(500, f"{type(exc).__name__}: {exc}")
+        self._done.set()
+
+    def wait(self, cancel: Callable[[], None]) -> dict[str, Any]:
+        """On the connection's thread: the answer, once complete (ClientGone if the
+        client left first; the job is cancelled)."""
+        while not self._done.wait(POLL_SECONDS):
+            if client_gone():
+                cancel()
+                raise ClientGone
+        result = self._result
+        if isinstance(result, RequestError):
+            raise result
+        assert result is not None
+        return result
+
+
+class StreamedAnswer(SelfWritten):
+    """A streamed answer, sent by the scheduler thread as each event comes."""
+
+    def __init__(self, output: ChatOutput, include_usage: bool, cancel: Callable[[], None]):
+        self._output = output
+        self._include_usage = include_usage
+        self._cancel = cancel
+        self._lock = threading.Lock()
+        self._pending = bytearray()
+        self._socket: socket.socket | None = None  # set once the headers are out
+        self._broken = False
+        self._done = threading.Event()
+
+    # -- the scheduler thread ---------------------------------------------------------------
+    def deliver(self, event: Event) -> None:
+        try:
+            data, end = self._encode(event)
+        except Exception as exc:  # a bug in shaping the answer fails this request only
+            log.exception("could not shape a stream's chunk")
+            data, end = chunk(sse(error_body(500, f"{type(exc).__name__}: {exc}"))) + _END, True
+        with self._lock:
+            self._pending += data
+            self._send_some()
+        if end:
+            self._done.set()
+
+    def _encode(self, event: Event) -> tuple[bytes, bool]:
+        output = self._output
+        if isinstance(event, Delta):
+            return _framed(output.feed(event.text, event)), False
+        if isinstance(event, Finished):
+            events = output.feed(event.text, None) + output.finish_chunks(event)
+            if self._include_usage:
+                events.append(output.usage_chunk(event.usage))
+            return _framed(events) + _END, True
+        assert isinstance(event, Failed)
+        return _framed([error_body(500, event.message)]) + _END, True
+
+    def _send_some(self) -> None:
+        """Send what the socket takes now, without waiting (under the lock)."""
+        sock = self._socket
+        if sock is None or self._broken:
+            return
+        while self._pending:
+            try:
+                sent = sock.send(self._pending, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError:  # the client left
+                self._broken = True
+                self._pending.clear()
+                return
+            del self._pending[:sent]
+        if len(self._pending) > MAX_PENDING:
+            self._broken = True
+            self._pending.clear()
+
+    # -- the connection's thread ------------------------------------------------------------
+    def write(self, handler: Handler) -> None:
+        handler.start_events()
+        with self._lock:
+            self._pending[0:0] = _framed(self._output.start_chunks())
+            self._socket = handler.connection
+            self._send_some()
+        while True:
+            ended = self._done.wait(POLL_SECONDS)
+            with self._lock:
+                broken, left = self._broken, bool(self._pending)
+            if broken or client_gone():
+                self._cancel()
+                raise ClientGone
+            if left:
+                self._flush_when_writable()
+            elif ended:
+                return
+
+    def _flush_when_writable(self) -> None:
+        assert self._socket is not None
+        _, writable, _ = select.select([], [self._socket], [], POLL_SECONDS)
+        if writable:
+            with self._lock:
+                self._send_some()
+
+
+def _framed(events: list[dict[str, Any]]) -> bytes:
+    return chunk(b"".join(sse(event) for event in events)) if events else b""
