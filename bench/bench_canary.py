@@ -1,5 +1,6 @@
 """A canary's cost on the request path: the same requests through `mr` to a model with no
-rollout and to one whose canary takes 50% (and with an X-Session-Id), side by side.
+rollout and to one whose canary takes 50% (and with an X-Session-Id), side by side; the same
+for Ollama's /api/chat (a translated route), each route against itself.
 
     .venv/bin/python bench/bench_canary.py [--seconds 3] [--repeat 3]
 
@@ -38,8 +39,13 @@ def _serve_main(port: int, upstream: str) -> None:
     bp.serve_registry(port, registry)
 
 
-def _request(port: int, model: str, session: str | None) -> bytes:
-    raw = bp.raw_request(port, "/v1/completions", {**BODY, "model": model})
+def _request(port: int, model: str, session: str | None, ollama: bool = False) -> bytes:
+    if ollama:  # a translated route: the revision is tagged by its own middleware
+        chat = {"model": model, "messages": [{"role": "user", "content": "hi"}],
+                "stream": False, "options": {"num_predict": 1}}  # fmt: skip
+        raw = bp.raw_request(port, "/api/chat", chat)
+    else:
+        raw = bp.raw_request(port, "/v1/completions", {**BODY, "model": model})
     if session is None:
         return raw
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -59,6 +65,8 @@ def run(seconds: float, repeat: int) -> None:
             "no rollout": _request(mr_port, "plain", None),
             "canary 50%": _request(mr_port, "canary", None),
             "canary 50%, X-Session-Id": _request(mr_port, "canary", "conversation-42"),
+            "ollama, no rollout": _request(mr_port, "plain", None, ollama=True),
+            "ollama, canary 50%": _request(mr_port, "canary", None, ollama=True),
         }
         for raw in rows.values():  # warm up: connections, imports, first-call paths
             asyncio.run(bp.load(mr_port, raw, 1, 0.5))
@@ -69,10 +77,11 @@ def run(seconds: float, repeat: int) -> None:
                 result = asyncio.run(bp.load(mr_port, raw, 1, seconds))
                 p50s[name].append(result.p50_ms)
                 errors[name] += result.errors
-    base = statistics.median(p50s["no rollout"])
     print(f"p50 at concurrency 1, median of {repeat} alternating rounds of {seconds:g} s")
     print(f"{'row':<28}{'p50 ms':>9}{'vs no rollout':>16}{'ratio':>8}{'errors':>8}")
     for name, values in p50s.items():
+        # Each route against itself without a rollout.
+        base = statistics.median(p50s["ollama, no rollout" if "ollama" in name else "no rollout"])
         p50 = statistics.median(values)
         print(f"{name:<28}{p50:>9.3f}{p50 - base:>+13.3f} ms{p50 / base:>8.3f}{errors[name]:>8}")
 
