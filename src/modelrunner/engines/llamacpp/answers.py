@@ -24,6 +24,14 @@ def usage_body(usage: TokenCounts) -> dict[str, Any]:
     }
 
 
+def with_stop_reason(bodies: list[dict[str, Any]], finished: Finished) -> list[dict[str, Any]]:
+    """vLLM's ``stop_reason`` on the last choice: the stop string that ended the answer (None
+    otherwise), so a client (Anthropic's ``stop_sequence``) can tell which one matched."""
+    if bodies and bodies[-1].get("choices"):
+        bodies[-1]["choices"][0]["stop_reason"] = finished.stop
+    return bodies
+
+
 class ChatOutput:
     def __init__(self, model: str) -> None:
         self.model = model
@@ -50,7 +58,7 @@ class ChatOutput:
         return [self._chunk({"content": text})] if text else []
 
     def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
-        return [self._chunk({}, finished.reason)]
+        return with_stop_reason([self._chunk({}, finished.reason)], finished)
 
     def usage_chunk(self, usage: TokenCounts) -> dict[str, Any]:
         """stream_options.include_usage: a last chunk with no choices and the usage."""
@@ -68,6 +76,9 @@ class ChatOutput:
         """Each token of a plain (non-streamed) answer, before ``message`` (for logprobs)."""
 
     def message(self, text: str, finished: Finished) -> dict[str, Any]:
+        return with_stop_reason([self._message(text, finished)], finished)[0]
+
+    def _message(self, text: str, finished: Finished) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -110,10 +121,10 @@ class CompletionOutput(ChatOutput):
         return [self._text_chunk(text, None)] if text else []
 
     def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
-        return [self._text_chunk("", finished.reason)]
+        return with_stop_reason([self._text_chunk("", finished.reason)], finished)
 
     def usage_chunk(self, usage: TokenCounts) -> dict[str, Any]:
         return {**self._text_chunk("", None), "choices": [], "usage": usage_body(usage)}
 
-    def message(self, text: str, finished: Finished) -> dict[str, Any]:
+    def _message(self, text: str, finished: Finished) -> dict[str, Any]:
         return {**self._text_chunk(text, finished.reason), "usage": usage_body(finished.usage)}

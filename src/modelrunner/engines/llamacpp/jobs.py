@@ -33,6 +33,7 @@ class Finished:
     reason: str  # "stop" | "length" | "cancelled"
     usage: TokenCounts
     text: str = ""  # text held back until the end (a partial stop string that never matched)
+    stop: str | None = None  # the stop string that ended it (vLLM's ``stop_reason``)
 
 
 @dataclass(frozen=True, slots=True)

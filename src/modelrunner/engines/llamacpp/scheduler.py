@@ -245,7 +245,7 @@ class Scheduler:
         job.emit(Delta(scan.emit, token, logprobs))
         if scan.stopped:  # what follows the stop string is never sent
             slot.held = ""
-            self._finish(slot, "stop", flush=False)
+            self._finish(slot, "stop", flush=False, stop=scan.matched)
         elif (
             generation.max_tokens is not None and slot.completion_tokens >= generation.max_tokens
         ) or len(slot.cached) >= self.context.n_ctx_seq:
@@ -265,12 +265,12 @@ class Scheduler:
             self._free += 1
         return job
 
-    def _finish(self, slot: Slot, reason: str, flush: bool = True) -> None:
+    def _finish(self, slot: Slot, reason: str, flush: bool = True, stop: str | None = None) -> None:
         tail = slot.utf8.flush()
         rest = slot.held + tail if flush else ""
         job = self._release(slot)
         usage = TokenCounts(len(job.prompt), slot.completion_tokens, slot.cached_tokens)
-        _last_word(job, Finished(reason, usage, rest))
+        _last_word(job, Finished(reason, usage, rest, stop))
 
     def _fail(self, slot: Slot, message: str) -> None:
         # The slot's cache may hold a half-decoded prompt: keep only what is known good.

@@ -14,6 +14,7 @@ class StopScan(NamedTuple):
     emit: str  # text safe to send now
     held: str  # text kept back: it may be the start of a stop string
     stopped: bool  # a stop string was found; ``emit`` ends right before it
+    matched: str = ""  # which one (the earliest in the text)
 
 
 def scan_stops(held: str, new: str, stops: Sequence[str]) -> StopScan:
@@ -21,9 +22,10 @@ def scan_stops(held: str, new: str, stops: Sequence[str]) -> StopScan:
     text = held + new
     if not stops:
         return StopScan(text, "", False)
-    found = [i for i in (text.find(stop) for stop in stops if stop) if i >= 0]
+    found = [(i, stop) for stop in stops if stop and (i := text.find(stop)) >= 0]
     if found:
-        return StopScan(text[: min(found)], "", True)
+        at, stop = min(found, key=lambda f: f[0])
+        return StopScan(text[:at], "", True, stop)
     keep = partial_stop_length(text, stops)
     return StopScan(text[: len(text) - keep], text[len(text) - keep :], False)
 

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelrunner.engines.llamacpp.answers import ChatOutput
+from modelrunner.engines.llamacpp.answers import ChatOutput, with_stop_reason
 from modelrunner.engines.llamacpp.chat_template import ChatTemplate
 from modelrunner.engines.llamacpp.jobs import Delta, Finished
 from modelrunner.engines.llamacpp.params import Generation
@@ -65,7 +65,7 @@ class StructuredChatOutput(ChatOutput):
 
     def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
         deltas, reason = self._deltas.finish(finished.reason)
-        return self._chunks(deltas) + self._chunks([{}], reason)
+        return self._chunks(deltas) + with_stop_reason(self._chunks([{}], reason), finished)
 
     def _chunks(
         self, deltas: list[dict[str, Any]], reason: str | None = None

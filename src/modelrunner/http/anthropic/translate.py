@@ -216,10 +216,18 @@ def input_tokens(answer: dict[str, Any]) -> int:
 
 
 # -- answers ------------------------------------------------------------------------
-def stop_reason(finish_reason: Any, called_tools: bool) -> str:
+def stop_reason(finish_reason: Any, called_tools: bool, matched: Any = None) -> str:
     if called_tools:
         return "tool_use"
+    if finish_reason == "stop" and isinstance(matched, str):
+        return "stop_sequence"
     return _STOP_REASON.get(finish_reason, "end_turn")
+
+
+def stop_sequence(finish_reason: Any, matched: Any) -> str | None:
+    """The stop sequence that ended the answer, from the engine's ``stop_reason`` (vLLM's
+    field, which mr's llama.cpp engine sets too): a string, not a stop token's id."""
+    return matched if finish_reason == "stop" and isinstance(matched, str) else None
 
 
 def _arguments(text: Any) -> dict[str, Any]:
@@ -247,6 +255,7 @@ def message_answer(
     """A whole OpenAI chat completion as an Anthropic message."""
     choices = answer.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
+    matched = choice.get("stop_reason")
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
     if message.get("content"):
@@ -266,8 +275,8 @@ def message_answer(
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason"), bool(calls)),
-        "stop_sequence": None,
+        "stop_reason": stop_reason(choice.get("finish_reason"), bool(calls), matched),
+        "stop_sequence": stop_sequence(choice.get("finish_reason"), matched),
         "usage": _usage(answer.get("usage")),
     }
 
@@ -287,6 +296,7 @@ class AnthropicStream:
         "_finish",
         "_index",
         "_make_id",
+        "_matched",
         "_model",
         "_tool",
         "_usage",
@@ -302,6 +312,7 @@ class AnthropicStream:
         self._count = 0
         self._usage: Any = None
         self._finish: Any = None
+        self._matched: Any = None  # the engine's stop_reason: which stop string matched
 
     def start(self) -> list[Event]:
         message: dict[str, Any] = {
@@ -325,6 +336,7 @@ class AnthropicStream:
         choice = choices[0]
         if choice.get("finish_reason"):
             self._finish = choice["finish_reason"]
+            self._matched = choice.get("stop_reason")
         delta = choice.get("delta") or {}
         out: list[Event] = []
         text = delta.get("content")
@@ -359,7 +371,10 @@ class AnthropicStream:
 
     def finish(self) -> list[Event]:
         out = self._close()
-        delta = {"stop_reason": stop_reason(self._finish, self._calls > 0), "stop_sequence": None}
+        delta = {
+            "stop_reason": stop_reason(self._finish, self._calls > 0, self._matched),
+            "stop_sequence": stop_sequence(self._finish, self._matched),
+        }
         out.append(("message_delta", {"type": "message_delta", "delta": delta,
                                       "usage": _usage(self._usage, self._count)}))  # fmt: skip
         out.append(("message_stop", {"type": "message_stop"}))

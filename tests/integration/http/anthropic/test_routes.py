@@ -62,6 +62,22 @@ def test_create_matches_the_openai_route(smol_server: Server, prefix: str) -> No
     assert 0 < message.usage.output_tokens <= 12
 
 
+def test_a_matched_stop_sequence_is_named_plain_and_streamed(smol_server: Server) -> None:
+    client = sdk(smol_server)
+    # Two stop sequences; a three-colour answer has a space well before 40 tokens.
+    asked = {"model": "smol", "max_tokens": 40, "messages": MESSAGES,
+             "stop_sequences": [" ", "never-in-the-answer"], "extra_body": GREEDY}  # fmt: skip
+    message = client.messages.create(**asked)
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", " ")
+    assert " " not in message.content[0].text  # cut before it
+    with client.messages.stream(**asked) as stream:
+        streamed = stream.get_final_message()
+    assert (streamed.stop_reason, streamed.stop_sequence) == ("stop_sequence", " ")
+    # Without a match: no stop_sequence.
+    plain = client.messages.create(**{**asked, "stop_sequences": ["never-in-the-answer"]})
+    assert plain.stop_sequence is None and plain.stop_reason in ("end_turn", "max_tokens")
+
+
 def test_system_prompt_and_count_tokens(smol_server: Server) -> None:
     client = sdk(smol_server)
     system = "You are a pirate. Answer only with 'Arr'."

@@ -85,12 +85,12 @@ def test_plan_batch(
         ("", "hello", ["###"], StopScan("hello", "", False)),
         ("", "hello #", ["###"], StopScan("hello ", "#", False)),  # may start a stop
         ("#", "#", ["###"], StopScan("", "##", False)),
-        ("##", "# tail", ["###"], StopScan("", "", True)),  # split over three tokens
+        ("##", "# tail", ["###"], StopScan("", "", True, "###")),  # split over three tokens
         ("##", "x", ["###"], StopScan("##x", "", False)),  # was not a stop after all
-        ("", "a\n\nb", ["\n\n"], StopScan("a", "", True)),
-        ("", "one END two STOP", ["STOP", "END"], StopScan("one ", "", True)),  # earliest
+        ("", "a\n\nb", ["\n\n"], StopScan("a", "", True, "\n\n")),
+        ("", "one END two STOP", ["STOP", "END"], StopScan("one ", "", True, "END")),  # earliest
         ("", "abcab", ["abcabd"], StopScan("", "abcab", False)),
-        ("", "xab", ["abc", "b"], StopScan("xa", "", True)),
+        ("", "xab", ["abc", "b"], StopScan("xa", "", True, "b")),
     ],
 )
 def test_scan_stops(held: str, new: str, stops: list[str], expected: StopScan) -> None:

@@ -180,6 +180,23 @@ def test_message_answer_text_and_tool_use() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("finish", "matched", "reason", "sequence"),
+    [
+        ("stop", "END", "stop_sequence", "END"),  # the engine says which stop string
+        ("stop", None, "end_turn", None),  # the model ended on its own
+        ("stop", 2, "end_turn", None),  # vLLM's stop token id: not a stop sequence
+        ("length", "END", "max_tokens", None),
+    ],
+)
+def test_the_engines_stop_reason_becomes_stop_sequence(
+    finish: str, matched: Any, reason: str, sequence: str | None
+) -> None:
+    choice = {"message": {"content": "x"}, "finish_reason": finish, "stop_reason": matched}
+    answer = message_answer({"choices": [choice]}, "m", _ids())
+    assert (answer["stop_reason"], answer["stop_sequence"]) == (reason, sequence)
+
+
 def _chunk(finish: Any = None, usage: Any = None, **delta: Any) -> dict[str, Any]:
     chunk: dict[str, Any] = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
     if usage:
