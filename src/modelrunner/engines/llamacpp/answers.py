@@ -4,13 +4,17 @@
 ``message`` of a plain request, or the deltas of a stream. Anything that reads structure
 out of the text (a tool-call parser, say) hooks in here by overriding ``feed``,
 ``finish_chunks`` and ``message``; the scheduler and the HTTP code stay as they are.
+
+A request with ``n`` choices has one output per choice (``index`` i, the same ``id``):
+``delivery.py`` routes each choice's events to its own and ``combined`` joins the answers.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from modelrunner.engines.llamacpp.jobs import Delta, Finished, TokenCounts
 
@@ -32,9 +36,27 @@ def with_stop_reason(bodies: list[dict[str, Any]], finished: Finished) -> list[d
     return bodies
 
 
+def combined(bodies: Sequence[dict[str, Any]], usage: TokenCounts) -> dict[str, Any]:
+    """The plain answers of each choice (``message``), in order, as one answer."""
+    answer = {**bodies[0], "choices": [body["choices"][0] for body in bodies]}
+    answer["usage"] = usage_body(usage)
+    return answer
+
+
+Output = TypeVar("Output", bound="ChatOutput")
+
+
+def one_answer(outputs: list[Output]) -> list[Output]:
+    """The outputs of one request's choices: they share the first's ``id`` and ``created``."""
+    for output in outputs[1:]:
+        output.id, output.created = outputs[0].id, outputs[0].created
+    return outputs
+
+
 class ChatOutput:
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, index: int = 0) -> None:
         self.model = model
+        self.index = index  # the choice's index (n > 1)
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
@@ -45,7 +67,12 @@ class ChatOutput:
             "created": self.created,
             "model": self.model,
             "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                {
+                    "index": self.index,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
             ],
         }
 
@@ -86,7 +113,7 @@ class ChatOutput:
             "model": self.model,
             "choices": [
                 {
-                    "index": 0,
+                    "index": self.index,
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "logprobs": None,
                     "finish_reason": finished.reason,
@@ -99,8 +126,8 @@ class ChatOutput:
 class CompletionOutput(ChatOutput):
     """The legacy /v1/completions shapes (``text_completion`` object, chunks alike)."""
 
-    def __init__(self, model: str) -> None:
-        super().__init__(model)
+    def __init__(self, model: str, index: int = 0) -> None:
+        super().__init__(model, index)
         self.id = f"cmpl-{uuid.uuid4().hex}"
 
     def _text_chunk(self, text: str, finish_reason: str | None) -> dict[str, Any]:
@@ -110,7 +137,12 @@ class CompletionOutput(ChatOutput):
             "created": self.created,
             "model": self.model,
             "choices": [
-                {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+                {
+                    "index": self.index,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
             ],
         }
 

@@ -12,6 +12,9 @@ still there (and to flush what a full socket buffer held back), and at the end.
 - ``CollectedAnswer``: a plain answer, built on the scheduler thread; the connection's
   thread sends it once it is complete.
 - ``StreamedAnswer``: server-sent events over chunked encoding, written as they come.
+
+Both take an output per choice (``n``): each choice's events go to its own, and the answer
+ends when every choice has finished (usage: the prompt once, the completions summed).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import logging
 import select
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from modelrunner.engines.llamacpp.answers import ChatOutput
-from modelrunner.engines.llamacpp.jobs import Delta, Event, Failed, Finished
+from modelrunner.engines.llamacpp.answers import ChatOutput, combined
+from modelrunner.engines.llamacpp.choices import total_usage
+from modelrunner.engines.llamacpp.jobs import Delta, Event, Failed, Finished, TokenCounts
 from modelrunner.engines.serving import (
     ClientGone,
     Handler,
@@ -47,9 +51,10 @@ _END: Final = chunk(b"data: [DONE]\n\n") + chunk(b"")
 class CollectedAnswer:
     """A plain answer: the tokens are collected where they are sampled."""
 
-    def __init__(self, output: ChatOutput) -> None:
-        self._output = output
-        self._parts: list[str] = []
+    def __init__(self, outputs: Sequence[ChatOutput]) -> None:
+        self._outputs = outputs
+        self._parts: list[list[str]] = [[] for _ in outputs]
+        self._ends: dict[int, Finished] = {}
         self._result: dict[str, Any] | RequestError | None = None
         self._done = threading.Event()
 
@@ -57,18 +62,29 @@ class CollectedAnswer:
         """On the scheduler thread."""
         try:
             if isinstance(event, Delta):
-                self._parts.append(event.text)
-                self._output.collect(event)
+                self._parts[event.choice].append(event.text)
+                self._outputs[event.choice].collect(event)
                 return
             if isinstance(event, Finished):
-                self._parts.append(event.text)
-                self._result = self._output.message("".join(self._parts), event)
+                self._parts[event.choice].append(event.text)
+                self._ends[event.choice] = event
+                if len(self._ends) < len(self._outputs):
+                    return  # other choices still run
+                self._result = self._answer()
             else:
                 self._result = RequestError(500, event.message)
         except Exception as exc:  # a bug in shaping the answer fails this request only
             log.exception("could not shape an answer")
             self._result = RequestError(500, f"{type(exc).__name__}: {exc}")
         self._done.set()
+
+    def _answer(self) -> dict[str, Any]:
+        ends = [self._ends[i] for i in range(len(self._outputs))]
+        bodies = [
+            output.message("".join(parts), end)
+            for output, parts, end in zip(self._outputs, self._parts, ends, strict=True)
+        ]
+        return combined(bodies, total_usage([end.usage for end in ends]))
 
     def wait(self, cancel: Callable[[], None]) -> dict[str, Any]:
         """On the connection's thread: the answer, once complete (ClientGone if the
@@ -87,8 +103,11 @@ class CollectedAnswer:
 class StreamedAnswer(SelfWritten):
     """A streamed answer, sent by the scheduler thread as each event comes."""
 
-    def __init__(self, output: ChatOutput, include_usage: bool, cancel: Callable[[], None]):
-        self._output = output
+    def __init__(
+        self, outputs: Sequence[ChatOutput], include_usage: bool, cancel: Callable[[], None]
+    ):
+        self._outputs = outputs
+        self._usages: dict[int, TokenCounts] = {}  # each finished choice's token counts
         self._include_usage = include_usage
         self._cancel = cancel
         self._lock = threading.Lock()
@@ -111,13 +130,17 @@ class StreamedAnswer(SelfWritten):
             self._done.set()
 
     def _encode(self, event: Event) -> tuple[bytes, bool]:
-        output = self._output
         if isinstance(event, Delta):
-            return _framed(output.feed(event.text, event)), False
+            return _framed(self._outputs[event.choice].feed(event.text, event)), False
         if isinstance(event, Finished):
+            output = self._outputs[event.choice]
             events = output.feed(event.text, None) + output.finish_chunks(event)
-            if self._include_usage:
-                events.append(output.usage_chunk(event.usage))
+            self._usages[event.choice] = event.usage
+            if len(self._usages) < len(self._outputs):
+                return _framed(events), False  # other choices still run
+            if self._include_usage:  # one usage chunk for the whole answer
+                usages = [self._usages[i] for i in range(len(self._outputs))]
+                events.append(output.usage_chunk(total_usage(usages)))
             return _framed(events) + _END, True
         assert isinstance(event, Failed)
         return _framed([error_body(500, event.message)]) + _END, True
@@ -145,7 +168,8 @@ class StreamedAnswer(SelfWritten):
     def write(self, handler: Handler) -> None:
         handler.start_events()
         with self._lock:
-            self._pending[0:0] = _framed(self._output.start_chunks())
+            starts = [c for output in self._outputs for c in output.start_chunks()]
+            self._pending[0:0] = _framed(starts)
             self._socket = handler.connection
             self._send_some()
         while True:

@@ -4,12 +4,13 @@ optional embedder; turns request bodies into scheduler jobs (the HTTP side runs 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelrunner.engines.llamacpp import structured_hook as structured
-from modelrunner.engines.llamacpp.answers import ChatOutput, CompletionOutput
+from modelrunner.engines.llamacpp.answers import ChatOutput, CompletionOutput, one_answer
 from modelrunner.engines.llamacpp.chat_template import CHATML, ChatTemplate, check_messages
+from modelrunner.engines.llamacpp.choices import check_fits, choice_seeds
 from modelrunner.engines.llamacpp.jobs import Job
 from modelrunner.engines.llamacpp.metrics import EngineMetrics
 from modelrunner.engines.llamacpp.model import Context, ContextSettings, Model
@@ -92,7 +93,8 @@ class Engine:
         self.scheduler.stop()
 
     # -- requests -> jobs -----------------------------------------------------------------
-    def chat_job(self, body: Mapping[str, Any]) -> tuple[Job, ChatOutput]:
+    def chat_job(self, body: Mapping[str, Any]) -> tuple[Job, list[ChatOutput]]:
+        """The job and an answer object per choice (``n``)."""
         messages = check_messages(body.get("messages"))
         # response_format, tools and logprobs: messages and tools shaped for the template,
         # the request's grammar, and the answer hook that reads tool calls back.
@@ -105,12 +107,16 @@ class Engine:
         bos = self.model.bos_text
         if len(tokens) > 1 and tokens[0] == tokens[1] and bos and prompt.startswith(bos):
             tokens = tokens[1:]  # the template wrote the BOS the tokenizer added again
-        output = structured.StructuredChatOutput(
-            self.name, chat.output, self.model.piece, chat.logprobs
-        )
-        return self._job(tokens, generation, "messages"), output
+        job = self._job(tokens, generation, "messages")
+        outputs: list[ChatOutput] = [
+            structured.StructuredChatOutput(
+                self.name, chat.output, self.model.piece, chat.logprobs, index=i
+            )
+            for i in range(job.n)
+        ]
+        return job, one_answer(outputs)
 
-    def completion_job(self, body: Mapping[str, Any]) -> tuple[Job, CompletionOutput]:
+    def completion_job(self, body: Mapping[str, Any]) -> tuple[Job, list[CompletionOutput]]:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -138,7 +144,8 @@ class Engine:
             if unsupported:
                 raise RequestError(400, f"{name} is not supported by this engine", name)
         generation = parse_generation(body, self.model.n_vocab, COMPLETIONS_DEFAULT_MAX_TOKENS)
-        return self._job(tokens, generation, "prompt"), CompletionOutput(self.name)
+        job = self._job(tokens, generation, "prompt")
+        return job, one_answer([CompletionOutput(self.name, i) for i in range(job.n)])
 
     def _job(self, tokens: list[int], generation: Generation, field: str) -> Job:
         if not tokens:
@@ -151,5 +158,16 @@ class Engine:
                 f"{limit} tokens per request",
                 field,
             )
-        chain = SamplerChain(self.model, generation.sampling, self.config.seed)
-        return Job(tokens, generation, chain)
+        check_fits(generation.n, len(self.scheduler.slots))
+        # A chain per choice, each with its own seed: choice i samples with seed + i.
+        seeds = choice_seeds(generation.sampling.seed, self.config.seed, generation.n)
+        chains: list[SamplerChain] = []
+        try:
+            for seed in seeds:
+                sampling = replace(generation.sampling, seed=seed)
+                chains.append(SamplerChain(self.model, sampling, self.config.seed))
+        except BaseException:
+            for chain in chains:
+                chain.close()
+            raise
+        return Job(tokens, generation, *chains)

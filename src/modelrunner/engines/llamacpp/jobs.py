@@ -26,6 +26,7 @@ class Delta:
     text: str
     token: int
     logprobs: SampledLogprobs | None = None
+    choice: int = 0  # which of the request's n choices
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Finished:
     usage: TokenCounts
     text: str = ""  # text held back until the end (a partial stop string that never matched)
     stop: str | None = None  # the stop string that ended it (vLLM's ``stop_reason``)
+    choice: int = 0  # which choice ended (a request with n choices gets n of these)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +57,36 @@ class Sink(Protocol):
 
 
 class Job:
-    """One generation request: its prompt tokens, settings, sampler chain and where its
-    events go: ``sink``, or else the ``events`` queue.
+    """One generation request: its prompt tokens, settings, a sampler chain per choice
+    (each its own seed and grammar state) and where its events go: ``sink``, or else the
+    ``events`` queue.
 
-    The scheduler owns it from ``submit`` until it emits ``Finished`` or ``Failed``; the
-    HTTP side sets ``cancelled`` when its client goes away.
+    The scheduler owns it from ``submit`` until it emits a ``Finished`` per choice or one
+    ``Failed``; the HTTP side sets ``cancelled`` when its client goes away.
     """
 
-    def __init__(self, prompt: list[int], generation: Generation, chain: SamplerChain) -> None:
+    def __init__(
+        self, prompt: list[int], generation: Generation, chain: SamplerChain, *more: SamplerChain
+    ) -> None:
         self.prompt = prompt
         self.generation = generation
-        self.chain = chain
+        self.chains = (chain, *more)
         self.sink: Sink | None = None
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.cancelled = False
+
+    @property
+    def chain(self) -> SamplerChain:
+        return self.chains[0]
+
+    @property
+    def n(self) -> int:
+        return len(self.chains)
+
+    def close(self) -> None:
+        """Free every choice's chain (closing one twice is harmless)."""
+        for chain in self.chains:
+            chain.close()
 
     def emit(self, event: Event) -> None:
         if self.sink is None:

@@ -14,6 +14,7 @@ from modelrunner.engines.serving import RequestError
 
 MAX_STOPS: Final = 16
 MAX_TOP_LOGPROBS: Final = 20
+MAX_CHOICES: Final = 8  # n: each choice takes a slot of its own (choices.check_fits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Generation:
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage
     top_logprobs: int | None = None  # None: no logprobs; k: the sampled token's and k others'
+    n: int = 1  # choices: one prompt, n answers sampled from it
 
 
 def _is_number(value: object) -> bool:
@@ -152,9 +154,7 @@ def parse_generation(
     ``max_completion_tokens`` is OpenAI's current name for ``max_tokens``; it wins when both
     are given.
     """
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise RequestError(400, f"n must be 1 (one choice per request), got {n!r}", "n")
+    n = integer(body, "n", 1, 1, MAX_CHOICES) or 1
     seed = integer(body, "seed", None, -(2**63), 2**64 - 1)
     sampling = Sampling(
         temperature=number(body, "temperature", 0.8, 0.0, 100.0),
@@ -190,4 +190,5 @@ def parse_generation(
         stop=parse_stop(body.get("stop")),
         stream=stream,
         include_usage=include_usage,
+        n=n,
     )

@@ -6,6 +6,10 @@ Requests beyond the slots wait in a bounded FIFO queue. A slot keeps its tokens'
 after its request ends, and the next request goes to the free slot sharing the longest
 prefix with its prompt (slots.choose_slot), so only the rest is decoded.
 
+A request with ``n`` choices takes ``n`` slots at once: choice 0 decodes the prompt, the
+others then start from a copy of its KV cache (``llama_memory_seq_cp``), each with its own
+sampler chain, and all ``n`` decode in the same batches.
+
 One request's failure ends that request only; the loop itself never stops on an error.
 """
 
@@ -19,11 +23,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import llama_cpp as C
+
 from modelrunner.engines.llamacpp.detokenize import Utf8Stream
 from modelrunner.engines.llamacpp.jobs import Delta, Failed, Finished, Job, QueueFull, TokenCounts
 from modelrunner.engines.llamacpp.model import Batch, Context
 from modelrunner.engines.llamacpp.sampling import logprobs_of
-from modelrunner.engines.llamacpp.slots import choose_slot, plan_batch
+from modelrunner.engines.llamacpp.slots import choose_slots, plan_batch
 from modelrunner.engines.llamacpp.stops import scan_stops
 
 log = logging.getLogger("modelrunner.llamacpp")
@@ -53,8 +59,10 @@ class Slot:
     seq: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV the cache holds
     job: Job | None = None
+    choice: int = 0  # which of the job's choices this slot generates
     pending: list[int] = field(default_factory=list)  # tokens to decode next
     prefilling: bool = False
+    waiting: bool = False  # a choice > 0 until choice 0's prompt is decoded
     admitted: int = 0  # admission order: prompt chunks go oldest first
     last_used: int = 0  # for least-recently-used ties
     completion_tokens: int = 0
@@ -142,7 +150,7 @@ class Scheduler:
         active = [s for s in self.slots if s.job is not None]
         if not active:
             return
-        decoding = [s.seq for s in active if not s.prefilling]
+        decoding = [s.seq for s in active if not s.prefilling and not s.waiting]
         prefilling = sorted((s for s in active if s.prefilling), key=lambda s: s.admitted)
         plan = plan_batch(decoding, [(s.seq, len(s.pending)) for s in prefilling], self.n_batch)
         batch = self._batch
@@ -172,18 +180,21 @@ class Scheduler:
                 slot = self.slots[chunk.slot]
                 del slot.cached[starts[slot.seq] :]
                 self.context.forget(slot.seq, starts[slot.seq])
-                self._fail(slot, f"llama_decode failed ({status})")
+                if slot.job is not None:  # else failed with another choice of its job
+                    self._fail(slot, f"llama_decode failed ({status})")
             return
         if prompt_decoded:
             self.observer.prompt_tokens(prompt_decoded, 0)
         generated = 0
         for slot, index in outputs:
+            job = slot.job
+            if job is None:  # failed with another choice of its job in this loop
+                continue
             try:
-                self._sample(slot, index)
-                generated += 1
+                generated += self._sample(slot, index)
             except Exception as exc:  # this request only
                 log.exception("request failed while sampling")
-                self._fail(slot, f"{type(exc).__name__}: {exc}")
+                self._fail_job(job, f"{type(exc).__name__}: {exc}")
         if generated:
             self.observer.generated_tokens(generated)
 
@@ -192,8 +203,10 @@ class Scheduler:
             if any(job.cancelled for job in self._queue):
                 for job in [j for j in self._queue if j.cancelled]:
                     self._queue.remove(job)
-                    job.emit(Finished("cancelled", TokenCounts(len(job.prompt), 0, 0)))
-                    job.chain.close()
+                    for choice in range(job.n):
+                        usage = TokenCounts(len(job.prompt), 0, 0)
+                        job.emit(Finished("cancelled", usage, choice=choice))
+                    job.close()
         for slot in self.slots:
             if slot.job is not None and slot.job.cancelled:
                 self._finish(slot, "cancelled")
@@ -201,34 +214,59 @@ class Scheduler:
     def _admit(self) -> None:
         while True:
             free = sorted((s for s in self.slots if s.job is None), key=lambda s: s.last_used)
-            if not free:
-                return
             with self._lock:
-                if not self._queue:
+                # FIFO: the oldest request waits until it has a slot for each choice.
+                if not self._queue or self._queue[0].n > len(free):
                     return
                 job = self._queue.popleft()
-                self._free -= 1
-            choice = choose_slot([(s.seq, s.cached) for s in free], job.prompt)
-            slot = self.slots[choice.slot]
-            reused = choice.reused
+                self._free -= job.n
+            placement = choose_slots([(s.seq, s.cached) for s in free], job.prompt, job.n)
+            slot = self.slots[placement.first.slot]
+            reused = placement.first.reused
             if not self.context.forget(slot.seq, reused):
                 self.context.forget(slot.seq)
                 reused = 0
             del slot.cached[reused:]
-            slot.job = job
+            self._take(slot, job, 0, reused)
             slot.pending = job.prompt[reused:]
             slot.prefilling = True
-            slot.admitted = next(self._clock)
-            slot.completion_tokens = 0
-            slot.cached_tokens = reused
-            slot.held = ""
-            slot.utf8 = Utf8Stream()
+            for choice, seq in enumerate(placement.others, 1):
+                # Its cache stays as it is until choice 0's prompt is in (then it is copied).
+                self._take(self.slots[seq], job, choice, reused)
+                self.slots[seq].waiting = True
             self.observer.prompt_tokens(0, reused)
 
-    def _sample(self, slot: Slot, index: int) -> None:
+    def _take(self, slot: Slot, job: Job, choice: int, reused: int) -> None:
+        slot.job = job
+        slot.choice = choice
+        slot.admitted = next(self._clock)
+        slot.completion_tokens = 0
+        slot.cached_tokens = reused
+        slot.held = ""
+        slot.utf8 = Utf8Stream()
+
+    def _sample(self, slot: Slot, index: int) -> int:
+        """Sample ``slot``'s next token; when it is choice 0 and its prompt is in, the
+        other choices' first tokens too, from the same logits. Returns the tokens sampled."""
         job = slot.job
         assert job is not None
-        token = job.chain.sample(self.context, index)
+        others = [s for s in self.slots if s.job is job and s.waiting] if job.n > 1 else []
+        others.sort(key=lambda s: s.choice)
+        for other in others:
+            # The whole stream is copied (the only copy llama.cpp does between the
+            # per-sequence caches), at the start of the next llama_decode.
+            C.llama_memory_seq_cp(self.context.memory, slot.seq, other.seq, -1, -1)
+            other.cached = list(slot.cached)
+            other.waiting = False
+        self._sample_choice(slot, index)
+        for other in others:
+            self._sample_choice(other, index)
+        return 1 + len(others)
+
+    def _sample_choice(self, slot: Slot, index: int) -> None:
+        job = slot.job
+        assert job is not None
+        token = job.chains[slot.choice].sample(self.context, index)
         slot.prefilling = False
         slot.completion_tokens += 1
         generation = job.generation
@@ -236,13 +274,13 @@ class Scheduler:
         if generation.top_logprobs is not None:
             logprobs = logprobs_of(self.context, index, token, generation.top_logprobs)
         if self.model.is_eog(token):
-            job.emit(Delta("", token, logprobs))
+            job.emit(Delta("", token, logprobs, slot.choice))
             self._finish(slot, "stop")
             return
         text = slot.utf8.push(self.model.piece(token))
         scan = scan_stops(slot.held, text, generation.stop)
         slot.held = scan.held
-        job.emit(Delta(scan.emit, token, logprobs))
+        job.emit(Delta(scan.emit, token, logprobs, slot.choice))
         if scan.stopped:  # what follows the stop string is never sent
             slot.held = ""
             self._finish(slot, "stop", flush=False, stop=scan.matched)
@@ -256,10 +294,11 @@ class Scheduler:
     def _release(self, slot: Slot) -> Job:
         job = slot.job
         assert job is not None
-        job.chain.close()
+        job.chains[slot.choice].close()
         slot.job = None
         slot.pending = []
         slot.prefilling = False
+        slot.waiting = False
         slot.last_used = next(self._clock)
         with self._lock:
             self._free += 1
@@ -270,14 +309,23 @@ class Scheduler:
         rest = slot.held + tail if flush else ""
         job = self._release(slot)
         usage = TokenCounts(len(job.prompt), slot.completion_tokens, slot.cached_tokens)
-        _last_word(job, Finished(reason, usage, rest, stop))
+        _last_word(job, Finished(reason, usage, rest, stop, slot.choice))
 
     def _fail(self, slot: Slot, message: str) -> None:
-        # The slot's cache may hold a half-decoded prompt: keep only what is known good.
-        self.context.forget(slot.seq)
-        slot.cached = []
-        job = self._release(slot)
-        _last_word(job, Failed(message))
+        assert slot.job is not None
+        self._fail_job(slot.job, message)
+
+    def _fail_job(self, job: Job, message: str) -> None:
+        """Every choice of ``job`` still running ends, with one ``Failed`` for the request
+        (nothing if all its choices had finished: its answer is complete)."""
+        held = [slot for slot in self.slots if slot.job is job]
+        for slot in held:
+            # The cache may hold a half-decoded prompt: keep only what is known good.
+            self.context.forget(slot.seq)
+            slot.cached = []
+            self._release(slot)
+        if held:
+            _last_word(job, Failed(message))
 
 
 def _last_word(job: Job, event: Finished | Failed) -> None:

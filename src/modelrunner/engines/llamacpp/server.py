@@ -8,7 +8,7 @@ or not) cancels its job, which frees the slot at the scheduler's next step.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from modelrunner.engines.llamacpp.answers import ChatOutput
@@ -29,7 +29,7 @@ from modelrunner.engines.serving import serve as serve_routes
 
 RETRY_AFTER: Final = "1"
 
-JobMaker = Callable[[Mapping[str, Any]], "tuple[Job, ChatOutput]"]
+JobMaker = Callable[[Mapping[str, Any]], "tuple[Job, Sequence[ChatOutput]]"]
 
 
 def routes(engine: Engine) -> Routes:
@@ -58,21 +58,21 @@ def routes(engine: Engine) -> Routes:
 
 def _generation(engine: Engine, make_job: JobMaker) -> Callable[[dict[str, Any]], Answer]:
     def answer(body: dict[str, Any]) -> Answer:
-        job, output = make_job(body)
+        job, outputs = make_job(body)  # an output per choice
 
         def cancel() -> None:
             engine.scheduler.cancel(job)
 
         sink: StreamedAnswer | CollectedAnswer
         if job.generation.stream:
-            sink = StreamedAnswer(output, job.generation.include_usage, cancel)
+            sink = StreamedAnswer(outputs, job.generation.include_usage, cancel)
         else:
-            sink = CollectedAnswer(output)
+            sink = CollectedAnswer(outputs)
         job.sink = sink  # before submit: every event goes to it
         try:
             engine.scheduler.submit(job)
         except QueueFull:
-            job.chain.close()
+            job.close()
             engine.metrics.rejected()
             raise RequestError(
                 503,

@@ -40,6 +40,24 @@ def choose_slot(free: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int]
     return SlotChoice(best.slot, min(max(best.reused, 0), max(len(prompt) - 1, 0)))
 
 
+class Placement(NamedTuple):
+    first: SlotChoice  # choice 0: decodes the prompt, reusing what its slot holds
+    others: list[int]  # choices 1..n-1: start from a copy of choice 0's cache
+
+
+def choose_slots(
+    free: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int], n: int
+) -> Placement:
+    """Slots for a request with ``n`` choices: choice 0 where ``choose_slot`` puts it, the
+    others on the least recently used of the rest (their caches are overwritten by the
+    copy, so the longest-idle ones are given up)."""
+    if n > len(free):
+        raise ValueError(f"{n} choices need {n} free slots, {len(free)} are free")
+    first = choose_slot(free, prompt)
+    others = [slot for slot, _ in free if slot != first.slot][: n - 1]
+    return Placement(first, others)
+
+
 class Chunk(NamedTuple):
     slot: int
     tokens: int  # how many of its pending tokens go into this batch

@@ -49,10 +49,11 @@ class StructuredChatOutput(ChatOutput):
         shaper: TextShaper,
         piece: Callable[[int], bytes],
         top_logprobs: int | None,
+        index: int = 0,
     ) -> None:
-        super().__init__(model)
-        self._shaper = shaper
-        self._deltas = shaper.stream()
+        super().__init__(model, index)
+        self._shaper = shaper  # pure: one serves every choice of a request
+        self._deltas = shaper.stream()  # this choice's own streaming state
         self._piece = piece
         self._logprobs = top_logprobs is not None
         self._entries: list[dict[str, Any]] = []  # logprobs not sent yet

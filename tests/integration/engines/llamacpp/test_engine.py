@@ -295,7 +295,7 @@ def test_the_step_loop_survives_garbage_beside_running_streams(
         (CHAT, b"{not json"),
         (CHAT, {"messages": "hi"}),
         (CHAT, {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
-        (CHAT, {"messages": [{"role": "user", "content": "x"}], "n": 3}),
+        (CHAT, {"messages": [{"role": "user", "content": "x"}], "n": 9}),
         (CHAT, {"messages": [{"role": "user", "content": "x"}], "logit_bias": {"99999999": 5}}),
         (CHAT, {"messages": [{"role": "user", "content": "x"}], "stop": [1, 2]}),
         (CHAT, {"messages": [{"role": "user", "content": "word " * 600}]}),
@@ -424,7 +424,18 @@ def test_bad_request_is_an_openai_error(client: httpx.Client) -> None:
         ("max_tokens", 0, "max_tokens must be at least 1, got 0"),
         ("temperature", "hot", "temperature must be a number, got 'hot'"),
         ("seed", True, "seed must be an integer, got True"),
-        ("n", 2, "n must be 1 (one choice per request), got 2"),
+        ("n", 0, "n must be between 1 and 8, got 0"),
+        ("n", -1, "n must be between 1 and 8, got -1"),
+        ("n", 1000, "n must be between 1 and 8, got 1000"),
+        ("n", "2", "n must be an integer, got '2'"),
+        ("n", 2.5, "n must be an integer, got 2.5"),
+        # one slot per choice: more choices than the manifest's parallel 4 could never run
+        (
+            "n",
+            5,
+            "n must be at most 4 on this model (one slot per choice; "
+            "llama.cpp.parallel is 4), got 5",
+        ),
     ],
 )
 def test_badly_typed_sampling_field_is_a_400(
@@ -478,3 +489,121 @@ def test_a_full_queue_is_a_503_with_retry_after(
         loop_thread.run(instance.stop())
     assert pgid is not None and not group_alive(pgid)
     assert instance.state == "stopped"
+
+
+# -- n > 1: one prompt prefill, n choices decoded together ---------------------------------
+def openai_client(smol: EngineProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=smol.base_url + "/v1", api_key="none", max_retries=0)
+
+
+def chat(smol: EngineProcess, **fields: Any) -> Any:
+    """The official client's chat call (a stream when ``stream=True``)."""
+    fields.setdefault("messages", STORY)
+    return openai_client(smol).chat.completions.create(model="smollm2", **fields)
+
+
+def completion(smol: EngineProcess, **fields: Any) -> Any:
+    return openai_client(smol).completions.create(model="smollm2", **fields)
+
+
+STORY = [{"role": "user", "content": "Tell me a story about a dog."}]
+# Hot sampling with the end tokens banned: every choice runs its 16 tokens, so the
+# completion counts are known exactly and the texts differ between seeds.
+HOT: dict[str, Any] = {"temperature": 1.0, "max_tokens": 16, "logit_bias": NO_EOS, "seed": 1234}
+
+
+def test_n_choices_are_seeded_apart_and_choice_0_is_the_n1_answer(smol: EngineProcess) -> None:
+    one, three = chat(smol, **HOT), chat(smol, n=3, **HOT)
+    texts = [c.message.content for c in three.choices]
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert texts[0] == one.choices[0].message.content  # seed s: choice 0 is n=1's answer
+    assert len(set(texts)) == 3, texts  # seeds s+1, s+2: each its own text
+    # choice 1 is what n=1 gives with seed s+1
+    next_seed = chat(smol, **{**HOT, "seed": HOT["seed"] + 1})
+    assert texts[1] == next_seed.choices[0].message.content
+    assert all(c.finish_reason == "length" for c in three.choices)
+    # usage as OpenAI counts it: the prompt once, the completions summed
+    assert one.usage is not None and three.usage is not None
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens
+    assert one.usage.completion_tokens == 16
+    assert three.usage.completion_tokens == 3 * 16
+    assert three.usage.total_tokens == one.usage.prompt_tokens + 3 * 16
+    assert len({three.id, *(c.index for c in three.choices)}) == 4
+
+
+def test_n_choices_on_completions(smol: EngineProcess) -> None:
+    fields = {"temperature": 1.0, "max_tokens": 12, "logit_bias": NO_EOS, "seed": 99}
+    one = completion(smol, prompt="Once upon a time", **fields)
+    two = completion(smol, prompt="Once upon a time", n=2, **fields)
+    assert [c.index for c in two.choices] == [0, 1]
+    assert two.choices[0].text == one.choices[0].text
+    assert two.choices[1].text != two.choices[0].text
+    assert two.usage is not None and one.usage is not None
+    assert (two.usage.prompt_tokens, two.usage.completion_tokens) == (
+        one.usage.prompt_tokens,
+        2 * 12,
+    )
+
+
+def test_streamed_n_choices_give_the_plain_answers(smol: EngineProcess) -> None:
+    plain = chat(smol, n=3, **HOT)
+    chunks = list(chat(smol, n=3, stream=True, stream_options={"include_usage": True}, **HOT))
+    texts = ["", "", ""]
+    finishes: list[tuple[int, str]] = []
+    for c in chunks[:-1]:
+        assert len(c.choices) == 1 and c.usage is None
+        choice = c.choices[0]
+        texts[choice.index] += choice.delta.content or ""
+        if choice.finish_reason is not None:
+            finishes.append((choice.index, choice.finish_reason))
+    assert texts == [c.message.content for c in plain.choices]
+    assert sorted(finishes) == [(0, "length"), (1, "length"), (2, "length")]
+    # interleaved as generated (a token of each choice per step), not one after the other
+    order = [c.choices[0].index for c in chunks[:-1] if c.choices[0].delta.content]
+    assert sorted(order[:3]) == sorted(order[3:6]) == [0, 1, 2], order
+    usage, plain_usage = chunks[-1].usage, plain.usage  # one usage chunk, at the end
+    assert chunks[-1].choices == []
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
+        plain_usage.prompt_tokens,
+        3 * 16,
+        plain_usage.prompt_tokens + 3 * 16,
+    )
+
+
+def test_n_choices_with_json_object_each_parse(smol: EngineProcess) -> None:
+    answer = chat(
+        smol,
+        messages=[{"role": "user", "content": "Give a JSON object with a cat's name and age."}],
+        response_format={"type": "json_object"},
+        n=3,
+        max_tokens=200,
+        temperature=0.3,
+        seed=5,
+    )
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    for choice in answer.choices:
+        assert choice.finish_reason == "stop", choice
+        assert isinstance(json.loads(choice.message.content or ""), dict)
+    assert len({c.message.content for c in answer.choices}) > 1  # each its own sampling
+
+
+def test_a_client_leaving_stops_every_choice(smol: EngineProcess) -> None:
+    body = ask("Write a very long story about a cat.", max_tokens=400, logit_bias=NO_EOS, n=3)
+    for streaming in (True, False):
+        generated_before = metric(smol.base_url, "llamacpp:tokens_predicted_total")
+        payload = json.dumps({**body, "stream": streaming}).encode()
+        with socket.create_connection(("127.0.0.1", int(smol.base_url.rsplit(":", 1)[1]))) as s:
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            # the three choices hold three slots, and they generate
+            assert wait_until(lambda: metric(smol.base_url, "llamacpp:requests_processing") == 3)
+            started = generated_before + 3
+            assert wait_until(
+                lambda: metric(smol.base_url, "llamacpp:tokens_predicted_total") >= started  # noqa: B023
+            )
+        assert wait_until(lambda: metric(smol.base_url, "llamacpp:requests_processing") == 0)
+        generated = metric(smol.base_url, "llamacpp:tokens_predicted_total") - generated_before
+        assert 3 <= generated < 3 * 400, f"the choices ran to their end (stream={streaming})"

@@ -220,3 +220,39 @@ def test_the_openai_client_streams_through_mr_serve(mr: Server) -> None:
         temperature=0,
     )
     assert plain.choices[0].message.content == text
+
+
+def mr_tokens(mr: Server) -> tuple[float, float]:
+    """mr's own token counters for the model: (prompt, completion)."""
+    text = httpx.get(f"{mr.url}/metrics", timeout=10).text
+    found = {"prompt": 0.0, "completion": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mr_tokens_total" and sample.labels.get("model") == MODEL:
+                found[sample.labels["kind"]] = float(sample.value)
+    return found["prompt"], found["completion"]
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/engines/v1"])
+def test_n_choices_through_mr_serve(mr: Server, prefix: str) -> None:
+    """n=2 on both of mr's OpenAI prefixes, plain and streamed: two choices, conforming, and
+    mr counts the usage as the engine reports it (the prompt once, the completions summed)."""
+    path = f"{prefix}/chat/completions"
+    body = ask("Name a colour.", n=2, max_tokens=6, logit_bias=NO_EOS, temperature=1.0, seed=3)
+    before = mr_tokens(mr)
+    answer = post(mr, path, body)
+    check(answer, "CreateChatCompletionResponse")
+    assert [c["index"] for c in answer["choices"]] == [0, 1]
+    usage = answer["usage"]
+    assert usage["completion_tokens"] == 2 * 6
+    after = mr_tokens(mr)
+    assert (after[0] - before[0], after[1] - before[1]) == (usage["prompt_tokens"], 12)
+    chunks = events(mr, path, {**body, "stream_options": {"include_usage": True}})
+    for chunk in chunks:
+        check(chunk, "CreateChatCompletionStreamResponse")
+    texts = ["", ""]
+    for chunk in chunks[:-1]:
+        texts[chunk["choices"][0]["index"]] += chunk["choices"][0]["delta"].get("content") or ""
+    assert texts == [c["message"]["content"] for c in answer["choices"]]
+    assert chunks[-1]["usage"]["completion_tokens"] == 12
+    assert mr_tokens(mr)[1] - after[1] == 12

@@ -1,6 +1,6 @@
 """The llama.cpp engine's pure decisions, table-tested: slot choice by longest cached
 prefix, batch composition, stop strings across tokens, UTF-8-safe detokenization and
-request field checks (no model loaded)."""
+request field checks, and the choices of a request with ``n`` > 1 (no model loaded)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from typing import Any
 import pytest
 
 from modelrunner.engines.llamacpp.chat_template import ChatTemplate, check_messages
+from modelrunner.engines.llamacpp.choices import NO_SEED, check_fits, choice_seeds, total_usage
 from modelrunner.engines.llamacpp.detokenize import Utf8Stream
+from modelrunner.engines.llamacpp.jobs import TokenCounts
 from modelrunner.engines.llamacpp.params import parse_generation
 from modelrunner.engines.llamacpp.slots import (
     Chunk,
+    Placement,
     SlotChoice,
     choose_slot,
+    choose_slots,
     common_prefix,
     plan_batch,
 )
@@ -51,6 +55,79 @@ def test_choose_slot(
     free: list[tuple[int, list[int]]], prompt: list[int], expected: SlotChoice
 ) -> None:
     assert choose_slot(free, prompt) == expected
+
+
+@pytest.mark.parametrize(
+    ("free", "prompt", "n", "expected"),
+    [
+        # one choice: choose_slot's answer, nothing else taken
+        ([(2, []), (0, [1, 2])], [1, 2, 3], 1, Placement(SlotChoice(0, 2), [])),
+        # choice 0 where the prompt is cached; the others on the longest-idle of the rest
+        (
+            [(2, []), (0, [7]), (1, [1, 2]), (3, [])],
+            [1, 2, 3],
+            3,
+            Placement(SlotChoice(1, 2), [2, 0]),
+        ),
+        # nothing cached: choice 0 on the longest-idle, the others after it
+        ([(3, []), (1, []), (0, [])], [5], 3, Placement(SlotChoice(3, 0), [1, 0])),
+    ],
+)
+def test_choose_slots(
+    free: list[tuple[int, list[int]]], prompt: list[int], n: int, expected: Placement
+) -> None:
+    assert choose_slots(free, prompt, n) == expected
+
+
+def test_choose_slots_needs_a_slot_per_choice() -> None:
+    with pytest.raises(ValueError):
+        choose_slots([(0, []), (1, [])], [1], 3)
+
+
+@pytest.mark.parametrize(
+    ("request_seed", "server_seed", "n", "seeds"),
+    [
+        (1234, NO_SEED, 1, (1234,)),  # n=1: the request's seed as before
+        (1234, 7, 3, (1234, 1235, 1236)),  # choice i: seed + i (the request's wins)
+        (None, 7, 3, (7, 8, 9)),  # no request seed: the server's --seed, + i
+        (None, NO_SEED, 3, (NO_SEED,) * 3),  # no seed at all: each choice random
+        (NO_SEED, 7, 2, (NO_SEED,) * 2),  # seed -1 (& 0xFFFFFFFF): random, as for n=1
+        (0, NO_SEED, 2, (0, 1)),
+        # past the top: wraps to 0, never onto NO_SEED (that would make it random)
+        (0xFFFFFFFD, NO_SEED, 4, (0xFFFFFFFD, 0xFFFFFFFE, 0, 1)),
+    ],
+)
+def test_choice_seeds(
+    request_seed: int | None, server_seed: int, n: int, seeds: tuple[int, ...]
+) -> None:
+    assert choice_seeds(request_seed, server_seed, n) == seeds
+
+
+@pytest.mark.parametrize(("n", "slots", "fits"), [(1, 1, True), (4, 4, True), (2, 1, False),
+                                                  (5, 4, False)])  # fmt: skip
+def test_check_fits(n: int, slots: int, fits: bool) -> None:
+    if fits:
+        check_fits(n, slots)
+        return
+    with pytest.raises(RequestError) as info:
+        check_fits(n, slots)
+    assert (info.value.status, info.value.param) == (400, "n")
+    assert f"n must be at most {slots}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("usages", "total"),
+    [
+        ([TokenCounts(20, 5, 3)], TokenCounts(20, 5, 3)),
+        # the prompt once (choice 0 decoded it), the completions summed
+        (
+            [TokenCounts(20, 5, 3), TokenCounts(20, 7, 3), TokenCounts(20, 1, 3)],
+            TokenCounts(20, 13, 3),
+        ),
+    ],
+)
+def test_total_usage(usages: list[TokenCounts], total: TokenCounts) -> None:
+    assert total_usage(usages) == total
 
 
 def test_choose_slot_needs_a_free_slot() -> None:
@@ -128,7 +205,13 @@ def _bad(body: dict[str, Any]) -> RequestError:
         ({"temperature": "hot"}, "temperature", "temperature must be a number, got 'hot'"),
         ({"top_p": 2}, "top_p", "between 0 and 1"),
         ({"seed": True}, "seed", "seed must be an integer, got True"),
-        ({"n": 2}, "n", "n must be 1"),
+        ({"n": 0}, "n", "n must be between 1 and 8, got 0"),
+        ({"n": -1}, "n", "n must be between 1 and 8, got -1"),
+        ({"n": 9}, "n", "n must be between 1 and 8, got 9"),
+        ({"n": 1000}, "n", "n must be between 1 and 8, got 1000"),
+        ({"n": "2"}, "n", "n must be an integer, got '2'"),
+        ({"n": 2.5}, "n", "n must be an integer, got 2.5"),
+        ({"n": True}, "n", "n must be an integer, got True"),
         ({"stop": 5}, "stop", "stop must be a string or a list of strings"),
         ({"stop": ["a"] * 17}, "stop", "at most 16"),
         ({"logit_bias": {"x": 1}}, "logit_bias", "token ids"),
@@ -165,6 +248,8 @@ def test_generation_fields() -> None:
         },
         n_vocab=10,
     )
+    assert g.n == 1
+    assert parse_generation({"n": 8}, 10).n == 8 and parse_generation({}, 10).n == 1
     assert g.max_tokens == 7
     assert g.stop == ("\n",)
     assert g.sampling.seed == 0xFFFFFFFF
