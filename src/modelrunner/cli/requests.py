@@ -19,9 +19,9 @@ def register(subparsers: Any) -> None:
         "requests",
         help="recent requests and answers per model (the request inspector)",
         description="Show the last request/answer pairs the running server (MR_HOST, MR_PORT, "
-        "MR_API_KEY) recorded, per model: method, path, status, time taken, user agent, "
-        "request and answer (streams reassembled). MR_RECORD_REQUESTS on the server sets "
-        "how many are kept per model (0: none).",
+        "MR_API_KEY) recorded, per model: method, path, status, time taken, input tokens, "
+        "user agent, request and answer (streams reassembled). MR_RECORD_REQUESTS on the "
+        "server sets how many are kept per model (0: none).",
     )
     parser.add_argument("model", metavar="MODEL", nargs="?", help="only this model's requests")
     parser.add_argument(
@@ -44,10 +44,12 @@ def format_record(model: str, record: dict[str, Any]) -> list[str]:
     when = datetime.fromtimestamp(record.get("timestamp") or 0).strftime("%Y-%m-%d %H:%M:%S")
     status = record.get("status_code")
     took = record.get("duration_ms")
+    tokens = record.get("input_tokens")
     head = (
         f"{when}  {model}  {record.get('method')} {record.get('url')}  "
         f"{status if status is not None else '...'}  "
         f"{f'{took:.0f} ms' if took is not None else 'running'}"
+        f"{f'  {tokens} tokens in' if tokens is not None else ''}"
         f"{'  stream' if record.get('stream') else ''}"
         f"{'' if record.get('complete', True) else '  (cut short)'}"
         f"  {record.get('user_agent') or '-'}"

@@ -150,8 +150,9 @@ def anthropic_handlers(
         """Create a message; server-sent events in Anthropic's sequence with ``"stream": true``."""
         return await message_for(data, engine)
 
+    # Recorded as the message calls are: a client's count before each call shows there.
     @post(paths("messages/count_tokens"), tags=TAGS, status_code=200,
-          exception_handlers=HANDLERS, responses=ERRORS)  # fmt: skip
+          exception_handlers=HANDLERS, responses=ERRORS, middleware=record)  # fmt: skip
     async def count_tokens(data: CountTokensRequest, engine: EngineParam = "") -> dict[str, int]:
         """The input tokens a Messages request would cost (the model's chat template applied)."""
         segment = checked_segment(engine)

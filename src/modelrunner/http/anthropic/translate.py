@@ -5,8 +5,10 @@ Mapping: ``system`` -> a system message; text blocks -> message text; an assista
 ``tool_use`` blocks -> ``tool_calls`` (arguments as JSON text); a user's ``tool_result``
 blocks -> ``tool`` messages (before the user's own text, as OpenAI orders them);
 ``tools`` -> function tools; ``tool_choice`` auto/any/tool/none -> auto/required/the
-function/none; ``stop_sequences`` -> ``stop``. Images and documents are refused (no engine
-of mr serves vision yet), as is any block kind it does not know.
+function/none (a ``tool`` naming no declared tool is refused), ``disable_parallel_tool_use``
+-> ``parallel_tool_calls`` false; ``stop_sequences`` -> ``stop``; finish_reason ``length``
+-> stop_reason ``max_tokens``, also beside calls (one was cut). Images and documents are
+refused (no engine of mr serves vision yet), as is any block kind it does not know.
 """
 
 from __future__ import annotations
@@ -160,14 +162,21 @@ def tools(declared: list[AnthropicTool]) -> list[dict[str, Any]]:
     return out
 
 
-def tool_choice(choice: ToolChoice) -> tuple[Any, bool | None]:
-    """OpenAI's ``tool_choice`` and ``parallel_tool_calls`` (None: leave it out)."""
+def tool_choice(choice: ToolChoice, names: frozenset[str] | None = None) -> tuple[Any, bool | None]:
+    """OpenAI's ``tool_choice`` and ``parallel_tool_calls`` (None: leave it out).
+    ``names``: the declared tools, which a ``{"type": "tool"}`` choice must name one of."""
     parallel = (
         None if choice.disable_parallel_tool_use is None else not choice.disable_parallel_tool_use
     )
     if choice.type == "tool":
         if not choice.name:
             raise InvalidMessages("tool_choice.name: required when tool_choice.type is 'tool'")
+        if names is not None and choice.name not in names:
+            # Refused here, so the 400 names Anthropic's field rather than the engine's.
+            raise InvalidMessages(
+                f"tool_choice.name: {choice.name!r} is not among the tools "
+                f"({', '.join(sorted(names))})"
+            )
         return {"type": "function", "function": {"name": choice.name}}, parallel
     return {"auto": "auto", "any": "required", "none": "none"}[choice.type], parallel
 
@@ -179,7 +188,7 @@ def _tool_fields(req: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
     if req.tool_choice is not None:
         if not req.tools and req.tool_choice.type != "none":
             raise InvalidMessages("tool_choice: requires tools")
-        choice, parallel = tool_choice(req.tool_choice)
+        choice, parallel = tool_choice(req.tool_choice, frozenset(t.name for t in req.tools or ()))
         if req.tools:
             body["tool_choice"] = choice
         if parallel is not None and req.tools:
@@ -217,6 +226,10 @@ def input_tokens(answer: dict[str, Any]) -> int:
 
 # -- answers ------------------------------------------------------------------------
 def stop_reason(finish_reason: Any, called_tools: bool, matched: Any = None) -> str:
+    # Cut by max_tokens, even beside complete calls: a call was cut (and dropped), as
+    # Anthropic says max_tokens for a tool_use block cut short.
+    if finish_reason == "length":
+        return "max_tokens"
     if called_tools:
         return "tool_use"
     if finish_reason == "stop" and isinstance(matched, str):

@@ -29,6 +29,7 @@ import msgspec
 
 from modelrunner.errors import ModelRunnerError
 from modelrunner.http.inspector.body import MAX_RECORDED, StreamAssembler, cut, recorded_text
+from modelrunner.http.inspector.tokens import input_tokens
 
 if TYPE_CHECKING:
     from litestar.types import Message, Scope, Send
@@ -58,7 +59,7 @@ def openai_assembler(content_type: bytes) -> Assembler | None:
 
 class RequestRecord(msgspec.Struct, kw_only=True):
     """One request/answer pair as ``GET /engines/requests`` shows it (Docker Model
-    Runner's fields, plus ``duration_ms`` and ``stream``)."""
+    Runner's fields, plus ``duration_ms``, ``input_tokens`` and ``stream``)."""
 
     id: str
     model: str
@@ -70,6 +71,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     timestamp: int  # unix seconds when the request arrived
     status_code: int | None = None  # None while the answer is still on its way
     duration_ms: float | None = None
+    input_tokens: int | None = None  # the prompt's tokens, as the answer reports them
     user_agent: str | None = None
     stream: bool = False
     complete: bool = False  # False while answering, or when the client left before the end
@@ -150,6 +152,7 @@ class Entry:
             timestamp=self.timestamp,
             status_code=self.status,
             duration_ms=self.duration_ms,
+            input_tokens=None if failed or self._response is None else input_tokens(self._response),
             user_agent=self.user_agent,
             stream=self.stream,
             complete=self.complete,

@@ -195,3 +195,78 @@ def test_wrong_method_in_anthropics_shape(smol_server: Server) -> None:
     assert wrong.status_code == 405
     assert wrong.json()["type"] == "error"
     assert wrong.json()["error"]["type"] == "invalid_request_error"
+
+
+MARKUP = ("<tool_call>", "tool_call>", "[TOOL_CALLS]", "<|python_tag|>")
+
+
+def tight(name: str, description: str, field: str) -> dict[str, Any]:
+    """A tool whose input a grammar keeps short: one bounded string, nothing else."""
+    schema = {"type": "object", "properties": {field: {"type": "string", "maxLength": 20}},
+              "required": [field], "additionalProperties": False}  # fmt: skip
+    return {"name": name, "description": description, "input_schema": schema}
+
+
+TIGHT = [tight("get_weather", "The current weather in a city", "city"),
+         tight("get_time", "The current time in a time zone", "zone")]  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize(
+    ("choice", "names"),
+    [
+        ({"type": "any"}, {"get_weather", "get_time"}),
+        ({"type": "any", "disable_parallel_tool_use": True}, {"get_weather", "get_time"}),
+        ({"type": "tool", "name": "get_time"}, {"get_time"}),
+        ({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+         {"get_weather"}),
+        ({"type": "auto"}, {"get_weather", "get_time"}),
+        ({"type": "none"}, set()),
+    ],
+)  # fmt: skip
+def test_tool_choice(
+    smol_server: Server, choice: dict[str, Any], names: set[str], stream: bool
+) -> None:
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    asked: Any = {"model": "smol", "max_tokens": 120, "tools": TIGHT,
+                  "tool_choice": choice, "extra_body": GREEDY, "messages": question}  # fmt: skip
+    client = sdk(smol_server)
+    if stream:
+        with client.messages.stream(**asked) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(**asked)
+    calls = [block for block in message.content if block.type == "tool_use"]
+    texts = [block.text for block in message.content if block.type == "text"]
+    assert not any(marker in text for text in texts for marker in MARKUP), texts
+    assert {call.name for call in calls} <= names
+    if choice["type"] in ("any", "tool"):
+        assert calls and all(isinstance(call.input, dict) for call in calls), message
+        # max_tokens: a further call was cut (and dropped) beside the complete ones.
+        assert message.stop_reason in ("tool_use", "max_tokens"), message
+    if choice.get("disable_parallel_tool_use"):
+        assert len(calls) == 1 and message.stop_reason == "tool_use", message
+    if choice["type"] == "none":
+        assert not calls and message.stop_reason in ("end_turn", "max_tokens")
+
+
+@pytest.mark.parametrize(
+    ("choice", "says"),
+    [
+        ({"type": "bogus"}, "tool_choice"),
+        ("any", "tool_choice"),
+        ({"type": "tool"}, "tool_choice.name"),
+        ({"type": "tool", "name": "nope"}, "tool_choice.name: 'nope' is not among the tools"),
+        ({"type": "any", "disable_parallel_tool_use": "yes"}, "disable_parallel_tool_use"),
+    ],
+)
+def test_a_bad_tool_choice_is_a_400_naming_the_field(
+    smol_server: Server, choice: Any, says: str
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk(smol_server).messages.create(
+            model="smol", max_tokens=8, messages=MESSAGES, tools=[WEATHER], tool_choice=choice
+        )
+    error: Any = caught.value.body
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert says in error["error"]["message"], error

@@ -81,3 +81,28 @@ def test_refused_requests_are_recorded_with_their_error(
     assert json.loads(last["request"]) == body
     assert (last["status_code"], last["response"]) == (status, None)
     assert json.loads(last["error"]) == answer.json()
+
+
+def test_count_tokens_is_recorded_with_its_input_tokens(smol_server: Server) -> None:
+    client = anthropic.Anthropic(
+        base_url=smol_server.url + "/anthropic", api_key=smol_server.api_key, max_retries=0
+    )
+    counted = client.messages.count_tokens(model="smol", messages=PROMPT)
+    message = client.messages.create(model="smol", max_tokens=4, messages=PROMPT)
+
+    record = records(smol_server, "/anthropic/v1/messages/count_tokens")[-1]
+    assert (record["method"], record["status_code"], record["stream"]) == ("POST", 200, False)
+    assert record["complete"] and record["duration_ms"] > 0
+    assert json.loads(record["request"])["messages"] == PROMPT
+    assert json.loads(record["response"]) == {"input_tokens": counted.input_tokens}
+    assert record["input_tokens"] == counted.input_tokens
+    # The message call shows the same count, from its answer's usage.
+    assert records(smol_server, "/anthropic/v1/messages")[-1]["input_tokens"] == (
+        message.usage.input_tokens
+    )
+    # mr requests shows it on the pair's first line.
+    from modelrunner.cli.requests import format_record
+
+    head = format_record("smol", record)[0]
+    assert "/anthropic/v1/messages/count_tokens  200" in head
+    assert f"{counted.input_tokens} tokens in" in head

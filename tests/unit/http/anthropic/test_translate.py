@@ -102,6 +102,16 @@ def test_tool_choice(choice: dict[str, Any], expected: str) -> None:
     assert chat_request(_request(tools=TOOLS, tool_choice=choice))["tool_choice"] == expected
 
 
+@pytest.mark.parametrize(("disable", "parallel"), [(True, False), (False, True), (None, None)])
+def test_disable_parallel_tool_use(disable: bool | None, parallel: bool | None) -> None:
+    choice: dict[str, Any] = {"type": "any"}
+    if disable is not None:
+        choice["disable_parallel_tool_use"] = disable
+    body = chat_request(_request(tools=TOOLS, tool_choice=choice))
+    assert body["tool_choice"] == "required"
+    assert body.get("parallel_tool_calls") == parallel
+
+
 @pytest.mark.parametrize(
     ("fields", "where"),
     [
@@ -118,6 +128,8 @@ def test_tool_choice(choice: dict[str, Any], expected: str) -> None:
         ({"system": [{"type": "image"}]}, "system[0]"),
         ({"tools": TOOLS, "tool_choice": {"type": "tool"}}, "tool_choice.name"),
         ({"tool_choice": {"type": "any"}}, "tool_choice: requires tools"),
+        ({"tools": TOOLS, "tool_choice": {"type": "tool", "name": "g"}},
+         "tool_choice.name: 'g' is not among the tools (f)"),
         ({"tools": [{"name": "web", "type": "web_search_20250305", "input_schema": {}}]},
          "tools[0].type"),
     ],
@@ -151,7 +163,8 @@ def test_count_request_is_a_chat_tokenize() -> None:
 @pytest.mark.parametrize(
     ("finish", "tools", "reason"),
     [("stop", False, "end_turn"), ("length", False, "max_tokens"),
-     ("tool_calls", False, "tool_use"), ("stop", True, "tool_use"), (None, False, "end_turn")],
+     ("tool_calls", False, "tool_use"), ("stop", True, "tool_use"), (None, False, "end_turn"),
+     ("length", True, "max_tokens")],
 )  # fmt: skip
 def test_stop_reason(finish: Any, tools: bool, reason: str) -> None:
     assert stop_reason(finish, tools) == reason

@@ -417,3 +417,23 @@ def test_a_big_request_is_cut_once_answered() -> None:
     assert isinstance(entry._request, str) and len(entry._request) < 1000
     shown = json.loads(entry.view().request)
     assert shown["messages"][0]["content"][0]["image_url"]["url"].endswith("chars]")
+
+
+@pytest.mark.parametrize(
+    ("answer", "tokens"),
+    [
+        (b'{"input_tokens": 12}', 12),  # Anthropic count_tokens
+        (b'{"type": "message", "usage": {"input_tokens": 9, "output_tokens": 2}}', 9),
+        (b'{"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}', 7),
+        (b'{"done": true, "prompt_eval_count": 5}', 5),  # Ollama
+        (b'{"choices": []}', None),
+        (b'{"input_tokens": true}', None),
+        (b"[1, 2]", None),
+        (b"not json", None),
+        ('{"usage": {"prompt_tokens": 3}}', 3),
+    ],
+)
+def test_input_tokens_from_any_api(answer: bytes | str, tokens: int | None) -> None:
+    from modelrunner.http.inspector.tokens import input_tokens
+
+    assert input_tokens(answer) == tokens

@@ -1,10 +1,19 @@
 """Generated text -> the assistant message (and its finish_reason), or stream deltas.
 
-With tools offered, the text is parsed in the template's call syntax: calls become
-``tool_calls`` (or the legacy ``function_call``) and finish_reason ``tool_calls``; text that is
-not a well-formed call of an offered function stays content. A stream sends content as it
-comes, holding back only what may be the start of a call, and each call once it is complete:
-a first delta with index, id, type and name, then its arguments.
+With tools declared, the text is read in the template's call syntax (``formats.parse``):
+complete calls of offered functions become ``tool_calls`` (or the legacy ``function_call``)
+and finish_reason ``tool_calls``; text outside calls stays content; the markup never does
+(a client shown ``<tool_call>...`` as the answer's text has nothing it can act on). A call
+the text ends inside is dropped: cut by max_tokens, the answer keeps finish_reason
+``length`` beside the complete calls, so the client knows something is missing.
+
+With tool_choice "none" the model is not told about the tools (``ToolRequest.offered``), so
+it rarely writes a call; when it does (imitating calls in the history), the markup is
+dropped and no call is returned, as OpenAI never returns one under "none".
+
+A stream sends content as it comes, holding back only what may be the start of a call, and
+each call once it is complete: a first delta with index, id, type and name, then its
+arguments. Forced calls stream their arguments as they come (``forced_stream``).
 """
 
 from __future__ import annotations
@@ -18,23 +27,24 @@ from modelrunner.engines.llamacpp.structured.deltas import (
     call_head,
     new_call_id,
 )
-from modelrunner.engines.llamacpp.structured.formats import Call, Parsed, ToolFormat, parse
+from modelrunner.engines.llamacpp.structured.formats import Call, ToolFormat, parse
 from modelrunner.engines.llamacpp.structured.tools import ToolRequest
 
 if TYPE_CHECKING:
     from modelrunner.engines.llamacpp.structured.forced_stream import ForcedCallStream
 
+# Where a call begins, anywhere in the text (Llama 3 also: "{" opening the answer).
 START: Final[dict[ToolFormat, str]] = {
     "hermes": "<tool_call>",
     "mistral": "[TOOL_CALLS]",
-    "llama3": "{",
+    "llama3": "<|python_tag|>",
 }
+# Where a call's block ends; None: the call region lasts to the end of the answer.
 END: Final[dict[ToolFormat, str | None]] = {
     "hermes": "</tool_call>",
     "mistral": None,
     "llama3": None,
 }
-_LLAMA3_TAG: Final = "<|python_tag|>"
 
 
 class TextShaper:
@@ -49,48 +59,67 @@ class TextShaper:
         self.tools = tools
         self.format = fmt
         self._new_id = new_id
-        self._names = {f.name for f in tools.offered}
+        self._names = {f.name for f in tools.offered}  # empty under "none": no call returned
+        # One call at most: the legacy function_call, or parallel_tool_calls false.
+        self.single = tools.legacy or not tools.parallel
 
     @property
     def parses_calls(self) -> bool:
-        return bool(self._names)
+        """Whether the text is read for calls (tools declared; under "none" to drop them)."""
+        return bool(self.tools.functions)
 
     def message(self, text: str, finish_reason: str) -> tuple[dict[str, Any], str]:
         """The choice's message and finish_reason for the whole generated text."""
-        parsed = self.calls_in(text) if self.parses_calls else Parsed(text, ())
-        message: dict[str, Any] = {"role": "assistant", "content": parsed.content, "refusal": None}
-        if not parsed.calls:
-            message["content"] = text
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if not self.parses_calls:
             return message, finish_reason
-        if self.tools.legacy:
-            message["function_call"] = _function(parsed.calls[0])
-            return message, "function_call"
-        message["tool_calls"] = [self._tool_call(call) for call in parsed.calls]
-        return message, "tool_calls"
-
-    def calls_in(self, text: str) -> Parsed:
-        """The calls of ``text``; all of it as content when a call names no offered function."""
+        if finish_reason == "length":  # a marker cut halfway is markup too
+            text = text[: len(text) - partial_suffix(text, START[self.format])]
         parsed = parse(self.format, text)
-        if any(call.name not in self._names for call in parsed.calls):
-            return Parsed(text or None, ())
-        if not self.tools.parallel and len(parsed.calls) > 1:
-            return Parsed(parsed.content, parsed.calls[:1])
-        return parsed
+        calls = self.kept(parsed.calls)
+        reason = self.finish_reason(finish_reason, bool(calls), parsed.unfinished)
+        if not calls:
+            message["content"] = parsed.content or ""
+            return message, reason
+        message["content"] = parsed.content
+        if self.tools.legacy:
+            message["function_call"] = _function(calls[0])
+        else:
+            message["tool_calls"] = [self.tool_call(call) for call in calls]
+        return message, reason
 
-    def _tool_call(self, call: Call) -> dict[str, Any]:
+    def kept(self, calls: tuple[Call, ...] | list[Call]) -> list[Call]:
+        """The calls the answer returns: those of offered functions, one if ``single``."""
+        offered = [call for call in calls if call.name in self._names]
+        return offered[:1] if self.single else offered
+
+    def finish_reason(self, engine_reason: str, called: bool, unfinished: bool) -> str:
+        """``length`` when max_tokens cut a call the answer would have returned; else
+        ``tool_calls`` (``function_call``) with calls; else the engine's reason."""
+        if unfinished and engine_reason == "length" and not (called and self.single):
+            return engine_reason
+        if called:
+            return "function_call" if self.tools.legacy else "tool_calls"
+        return engine_reason
+
+    def tool_call(self, call: Call) -> dict[str, Any]:
         return {"id": self._new_id(self.format), "type": "function", "function": _function(call)}
+
+    def new_id(self) -> str:
+        return self._new_id(self.format)
 
     def stream(self) -> DeltaStream | ForcedCallStream:
         if self.tools.forced:  # the grammar guarantees calls: their arguments can stream
             from modelrunner.engines.llamacpp.structured.forced_stream import ForcedCallStream
 
-            return ForcedCallStream(self.tools, self.format, self._new_id)
+            return ForcedCallStream(self)
         return DeltaStream(self)
 
 
 class DeltaStream:
     """Text pieces in, OpenAI ``delta`` objects out (without the role, which the first chunk
-    of the engine carries)."""
+    of the engine carries). Adds up to what ``TextShaper.message`` answers for the text:
+    call blocks are parsed one by one with the same parser."""
 
     def __init__(self, output: TextShaper) -> None:
         self._output = output
@@ -100,8 +129,9 @@ class DeltaStream:
         self._buffer = ""
         self._in_call = False
         self._plain = not output.parses_calls  # no call can come: pass everything through
-        self._began = False  # for llama3: any text yet (a call must open the answer)
+        self._began = False  # for llama3: any text yet (a bare "{" call opens the answer)
         self._calls = 0
+        self._unfinished = False
 
     def feed(self, piece: str) -> list[Delta]:
         if self._plain:
@@ -120,18 +150,30 @@ class DeltaStream:
         """The last deltas, and the finish_reason of the stream."""
         deltas: list[Delta] = []
         if self._in_call:
-            self._emit_block(self._buffer, deltas)
-        elif self._buffer:
-            deltas.append({"content": self._buffer})
+            self._emit_block(self._buffer, deltas, last=True)
+        elif self._buffer:  # not a marker after all: the text ended (cut by max_tokens,
+            if finish_reason == "length":  # a marker's beginning is markup: dropped)
+                held = partial_suffix(self._buffer, self._start)
+                self._buffer = self._buffer[: len(self._buffer) - held]
+            if self._buffer:
+                deltas.append({"content": self._buffer})
         self._buffer = ""
-        if self._calls:
-            finish_reason = "function_call" if self._output.tools.legacy else "tool_calls"
-        return deltas, finish_reason
+        if self._plain:
+            return deltas, finish_reason
+        reason = self._output.finish_reason(finish_reason, self._calls > 0, self._unfinished)
+        return deltas, reason
 
     def _open_call(self, deltas: list[Delta]) -> bool:
         """Send content up to a call's start; False when more text is needed to decide."""
-        if self._format == "llama3":
-            return self._open_llama3(deltas)
+        if self._format == "llama3" and not self._began:
+            # A bare JSON call opens the answer: decided by its first visible character.
+            head = self._buffer.lstrip()
+            if not head:
+                return False
+            self._began = True
+            if head.startswith("{"):
+                self._in_call = True
+                return True
         at = self._buffer.find(self._start)
         if at >= 0:
             if at:
@@ -139,48 +181,40 @@ class DeltaStream:
             self._buffer = self._buffer[at:]
             self._in_call = True
             return True
-        keep = _partial_suffix(self._buffer, self._start)
+        keep = partial_suffix(self._buffer, self._start)
         if len(self._buffer) > keep:
             deltas.append({"content": self._buffer[: len(self._buffer) - keep]})
             self._buffer = self._buffer[len(self._buffer) - keep :]
         return False
 
-    def _open_llama3(self, deltas: list[Delta]) -> bool:
-        # A Llama 3 call is the whole answer: decided by how the answer begins.
-        head = self._buffer.lstrip()
-        if not head or (_LLAMA3_TAG.startswith(head) and not self._began):
-            return False
-        self._began = True
-        if head.startswith(("{", _LLAMA3_TAG)):
-            self._in_call = True
-        else:
-            self._plain = True
-            deltas.append({"content": self._buffer})
-            self._buffer = ""
-        return False
-
     def _close_call(self, deltas: list[Delta]) -> bool:
         """Send a call whose block is complete; False while it is still open."""
         if self._end is None:
-            return False
+            return False  # the call region lasts to the end: read at finish
         at = self._buffer.find(self._end)
-        if at < 0:
+        following = self._buffer.find(self._start, len(self._start))
+        if following >= 0 and (at < 0 or following < at):
+            # The closing tag was left out: the block ends where the next one begins.
+            block, self._buffer = self._buffer[:following], self._buffer[following:]
+        elif at >= 0:
+            block, self._buffer = (
+                self._buffer[: at + len(self._end)],
+                self._buffer[at + len(self._end) :],
+            )
+        else:
             return False
-        block, self._buffer = (
-            self._buffer[: at + len(self._end)],
-            self._buffer[at + len(self._end) :],
-        )
         self._in_call = False
-        self._emit_block(block, deltas)
+        self._emit_block(block, deltas, last=False)
         return True
 
-    def _emit_block(self, block: str, deltas: list[Delta]) -> None:
-        parsed = self._output.calls_in(block)
-        if parsed.content:
+    def _emit_block(self, block: str, deltas: list[Delta], last: bool) -> None:
+        parsed = parse(self._format, block)
+        # Only the text's last block can be one the text ended inside (as in the message).
+        self._unfinished = last and parsed.unfinished
+        if parsed.content:  # text after the calls of a region (Llama 3, Mistral)
             deltas.append({"content": parsed.content})
-        legacy, parallel = self._output.tools.legacy, self._output.tools.parallel
-        for call in parsed.calls:
-            if self._calls and (legacy or not parallel):
+        for call in self._output.kept(parsed.calls):
+            if self._calls and self._output.single:
                 break  # one call only: further ones are dropped
             deltas += self._call_deltas(call)
 
@@ -188,7 +222,7 @@ class DeltaStream:
         index = self._calls
         self._calls += 1
         legacy = self._output.tools.legacy
-        head = call_head(index, self._output._new_id(self._format), call.name, legacy)
+        head = call_head(index, self._output.new_id(), call.name, legacy)
         return [head, call_arguments(index, call.arguments, legacy)]
 
 
@@ -196,7 +230,7 @@ def _function(call: Call) -> dict[str, str]:
     return {"name": call.name, "arguments": call.arguments}
 
 
-def _partial_suffix(text: str, marker: str) -> int:
+def partial_suffix(text: str, marker: str) -> int:
     """The length of the longest end of ``text`` that begins ``marker``."""
     for size in range(min(len(text), len(marker) - 1), 0, -1):
         if marker.startswith(text[-size:]):

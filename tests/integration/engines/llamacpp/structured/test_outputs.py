@@ -385,3 +385,138 @@ def test_tool_call_and_logprobs_answers_follow_openais_schemas(server: Server) -
         check(chunk, "CreateChatCompletionStreamResponse")
     assert any(c["choices"][0]["delta"].get("tool_calls") for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+# -- every tool_choice, never the model's markup (issue 21) -----------------------------
+MARKUP = ("<tool_call>", "</tool_call>", "tool_call>", "[TOOL_CALLS]", "<|python_tag|>")
+
+
+def ask(client: OpenAI, stream: bool, **fields: Any) -> tuple[str, list[dict[str, str]], str]:
+    """The answer's content, calls (name, arguments, id) and finish_reason, plain or
+    streamed; for a stream, also checks each call's deltas are in OpenAI's order."""
+    if not stream:
+        choice = client.chat.completions.create(model=MODEL, **fields).choices[0]
+        calls = [
+            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+            for c in choice.message.tool_calls or []
+        ]
+        return choice.message.content or "", calls, choice.finish_reason
+    content, finish = "", ""
+    slots: dict[int, dict[str, str]] = {}
+    for chunk in client.chat.completions.create(model=MODEL, stream=True, **fields):
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        finish = choice.finish_reason or finish
+        content += choice.delta.content or ""
+        for delta in choice.delta.tool_calls or []:
+            assert delta.function is not None
+            if delta.index not in slots:
+                # The first delta of a call: index, id, type, name, and arguments "".
+                assert delta.id and delta.type == "function" and delta.function.name
+                assert delta.function.arguments == ""
+                assert delta.index == len(slots)
+                slots[delta.index] = {"id": delta.id, "name": delta.function.name, "arguments": ""}
+            else:
+                assert delta.id is None and delta.function.name is None
+            slots[delta.index]["arguments"] += delta.function.arguments or ""
+    return content, [slots[i] for i in sorted(slots)], finish
+
+
+def no_markup(content: str) -> None:
+    assert not any(marker in content for marker in MARKUP), content
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_required_cut_by_max_tokens_never_leaks_markup(client: OpenAI, stream: bool) -> None:
+    """The issue's case: "required", max_tokens 60, default sampling, no seed, 8 times. The
+    model adds calls until max_tokens cuts one; before, the whole answer came back as
+    ``<tool_call>`` text."""
+    seen: list[tuple[int, str]] = []
+    for _ in range(8):
+        content, calls, finish = ask(
+            client, stream, messages=ASK_WEATHER, tools=TOOLS, tool_choice="required", max_tokens=60
+        )
+        no_markup(content)
+        assert finish in ("tool_calls", "length")
+        # A first call cut short streams as it came (OpenAI does the same); every other
+        # call sent is complete.
+        partial_first = stream and finish == "length" and len(calls) == 1
+        for call in calls if not partial_first else []:
+            check_call(call["name"], call["arguments"])
+        assert calls or finish == "length"
+        seen.append((len(calls), finish))
+    assert any(count for count, _ in seen), seen  # calls are parsed out
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("parallel", [False, True], ids=["single", "parallel"])
+def test_parallel_tool_calls(client: OpenAI, parallel: bool, stream: bool) -> None:
+    question = [{"role": "user", "content": "What is the weather in Paris, Rome and Oslo?"}]
+    counts = []
+    for seed in range(3):
+        content, calls, finish = ask(
+            client, stream, messages=question, tools=TOOLS, tool_choice="required",
+            parallel_tool_calls=parallel, seed=seed, max_tokens=300,
+        )  # fmt: skip
+        no_markup(content)
+        assert finish == "tool_calls", (content, calls)
+        for call in calls:
+            check_call(call["name"], call["arguments"])
+        counts.append(len(calls))
+    if parallel:
+        assert max(counts) > 1, counts  # several calls are allowed, and this model makes them
+    else:
+        assert counts == [1, 1, 1]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("parallel", [False, True], ids=["single", "parallel"])
+def test_named_tool_choice_gives_that_function(
+    client: OpenAI, parallel: bool, stream: bool
+) -> None:
+    content, calls, finish = ask(
+        client, stream, messages=ASK_WEATHER, tools=TOOLS, tool_choice=NAMED,
+        parallel_tool_calls=parallel, seed=7, max_tokens=200,
+    )  # fmt: skip
+    no_markup(content)
+    assert finish == "tool_calls"
+    assert [c["name"] for c in calls] == ["get_weather"] * len(calls) and calls
+    if not parallel:
+        assert len(calls) == 1
+    for call in calls:
+        check_call(call["name"], call["arguments"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("choice", ["auto", "none"])
+def test_auto_and_none_never_leak_markup(client: OpenAI, choice: str, stream: bool) -> None:
+    for seed in range(4):
+        content, calls, finish = ask(
+            client, stream, messages=ASK_WEATHER, tools=TOOLS, tool_choice=choice,
+            seed=seed, max_tokens=60,
+        )  # fmt: skip
+        no_markup(content)
+        if choice == "none":
+            assert not calls and finish in ("stop", "length")
+        else:
+            assert finish in ("stop", "length", "tool_calls")
+            assert bool(calls) == (finish == "tool_calls") or finish == "length"
+            for call in calls:
+                check_call(call["name"], call["arguments"])
+
+
+def test_a_later_call_cut_anywhere_is_dropped_from_the_stream(client: OpenAI) -> None:
+    """max_tokens swept across the second call (the first is about 35 tokens): whatever
+    call was cut, the stream holds only complete calls beside finish_reason "length"."""
+    cut_after_a_call = 0
+    for max_tokens in range(40, 80, 4):
+        content, calls, finish = ask(
+            client, True, messages=ASK_WEATHER, tools=TOOLS, tool_choice="required",
+            seed=3, temperature=0, max_tokens=max_tokens,
+        )  # fmt: skip
+        no_markup(content)
+        for call in calls if not (finish == "length" and len(calls) == 1) else []:
+            check_call(call["name"], call["arguments"])
+        cut_after_a_call += finish == "length" and len(calls) >= 1
+    assert cut_after_a_call, "no answer was cut after a complete call"

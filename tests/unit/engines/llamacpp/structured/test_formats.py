@@ -1,5 +1,5 @@
 """Tool-call parsers on outputs in the shapes Hermes/Qwen, Llama 3.x and Mistral models write,
-malformed ones included: those come back as plain content, never as an exception."""
+malformed and cut ones included: never an exception, and never markup left in the content."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import pytest
 
 from modelrunner.engines.llamacpp.structured.formats import Call, Parsed, ToolFormat, parse
+from modelrunner.engines.llamacpp.structured.output import START
 
 WEATHER = Call("get_weather", '{"city": "Paris"}')
 TIME = Call("get_time", '{"zone": "UTC", "precise": true}')
@@ -49,28 +50,50 @@ CASES: list[tuple[str, ToolFormat, str, Parsed]] = [
     ),
     ("plain answer", "hermes", "Paris is sunny today.", Parsed("Paris is sunny today.", ())),
     (
-        "truncated call (max_tokens) is content",
+        "truncated call (max_tokens) is dropped, unfinished",
         "hermes",
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par',
-        Parsed('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', ()),
+        Parsed(None, (), unfinished=True),
     ),
     (
-        "not JSON inside the tags is content",
+        "complete call, then one cut: the complete one kept",
+        "hermes",
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_time", "arg',
+        Parsed(None, (WEATHER,), unfinished=True),
+    ),
+    ("markup only", "hermes", "<tool_call>", Parsed(None, (), unfinished=True)),
+    (
+        "text, a call, text: the text is content",
+        "hermes",
+        'Sure.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+        "\nDone.",
+        Parsed("Sure.\n\nDone.", (WEATHER,)),
+    ),
+    (
+        "closing tag left out before the next call",
+        "hermes",
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}'
+        '<tool_call>{"name": "get_time", "arguments": {"zone": "UTC", "precise": true}}',
+        Parsed(None, (WEATHER, TIME)),
+    ),
+    (
+        "not JSON inside the tags is dropped",
         "hermes",
         "<tool_call>get_weather(city='Paris')</tool_call>",
-        Parsed("<tool_call>get_weather(city='Paris')</tool_call>", ()),
+        Parsed(None, ()),
     ),
     (
-        "a name that is not a string is content",
+        "a name that is not a string is dropped",
         "hermes",
-        '<tool_call>{"name": 3, "arguments": {}}</tool_call>',
-        Parsed('<tool_call>{"name": 3, "arguments": {}}</tool_call>', ()),
+        'Hm. <tool_call>{"name": 3, "arguments": {}}</tool_call>',
+        Parsed("Hm.", ()),
     ),
     (
-        "arguments that are not an object are content",
+        "arguments that are not an object are dropped",
         "hermes",
         '<tool_call>{"name": "get_weather", "arguments": ["Paris"]}</tool_call>',
-        Parsed('<tool_call>{"name": "get_weather", "arguments": ["Paris"]}</tool_call>', ()),
+        Parsed(None, ()),
     ),
     ("empty output", "hermes", "", Parsed(None, ())),
     # Llama 3.1 - 3.3
@@ -95,10 +118,28 @@ CASES: list[tuple[str, ToolFormat, str, Parsed]] = [
     ),
     ("llama prose", "llama3", "The weather is fine.", Parsed("The weather is fine.", ())),
     (
-        "llama call then prose is content",
+        "llama call then prose: the prose is content",
         "llama3",
         '{"name": "get_weather", "parameters": {"city": "Paris"}} I called it.',
-        Parsed('{"name": "get_weather", "parameters": {"city": "Paris"}} I called it.', ()),
+        Parsed("I called it.", (WEATHER,)),
+    ),
+    (
+        "llama prose, then a tagged call",
+        "llama3",
+        'Let me check. <|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}',
+        Parsed("Let me check.", (WEATHER,)),
+    ),
+    (
+        "llama call cut short",
+        "llama3",
+        '{"name": "get_weather", "parameters": {"city": "Pa',
+        Parsed(None, (), unfinished=True),
+    ),
+    (
+        "llama call, then one cut",
+        "llama3",
+        '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}; {"name": "get_',
+        Parsed(None, (WEATHER,), unfinished=True),
     ),
     (
         "llama JSON that is not a call is content",
@@ -135,16 +176,28 @@ CASES: list[tuple[str, ToolFormat, str, Parsed]] = [
     ),
     ("mistral prose", "mistral", "No tools needed.", Parsed("No tools needed.", ())),
     (
-        "mistral broken list is content",
+        "mistral list cut short is dropped",
         "mistral",
         '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": ',
-        Parsed('[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": ', ()),
+        Parsed(None, (), unfinished=True),
     ),
     (
-        "mistral name without [ARGS] is content",
+        "mistral list: a complete call, then one cut",
         "mistral",
-        "[TOOL_CALLS]get_weather Paris",
-        Parsed("[TOOL_CALLS]get_weather Paris", ()),
+        '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_t',
+        Parsed(None, (WEATHER,), unfinished=True),
+    ),
+    (
+        "mistral named: a complete call, then one cut",
+        "mistral",
+        '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_time[ARGS]{"zo',
+        Parsed(None, (WEATHER,), unfinished=True),
+    ),
+    (
+        "mistral name without [ARGS] is dropped",
+        "mistral",
+        "Well [TOOL_CALLS]get_weather Paris",
+        Parsed("Well", (), unfinished=True),
     ),
 ]
 
@@ -170,9 +223,11 @@ def test_parse(fmt: ToolFormat, text: str, expected: Parsed) -> None:
         "<|python_tag|>",
     ],
 )
-def test_garbage_never_raises(fmt: ToolFormat, garbage: str) -> None:
+def test_garbage_never_raises_nor_shows_markup(fmt: ToolFormat, garbage: str) -> None:
     parsed = parse(fmt, garbage)
-    assert parsed.calls == () and parsed.content == garbage
+    assert parsed.calls == ()
+    # The format's own call marker is never content (another format's is just text).
+    assert START[fmt] not in (parsed.content or "")
 
 
 def test_arguments_are_compact_json_objects() -> None:
