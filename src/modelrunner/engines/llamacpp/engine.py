@@ -99,6 +99,7 @@ class Engine:
         # response_format, tools and logprobs: messages and tools shaped for the template,
         # the request's grammar, and the answer hook that reads tool calls back.
         chat = structured.plan(body, messages, self.tool_support)
+        structured.compile_grammar(self.model.masks, chat)
         generation = structured.with_plan(
             parse_generation(body, self.model.n_vocab, response_format=False), chat
         )
@@ -110,7 +111,7 @@ class Engine:
         job = self._job(tokens, generation, "messages")
         outputs: list[ChatOutput] = [
             structured.StructuredChatOutput(
-                self.name, chat.output, self.model.piece, chat.logprobs, index=i
+                self.name, chat.output, self.model.piece, chat.logprobs, chat.schema, index=i
             )
             for i in range(job.n)
         ]

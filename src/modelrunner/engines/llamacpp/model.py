@@ -13,6 +13,8 @@ from typing import Any
 
 import llama_cpp as C
 
+from modelrunner.engines.llamacpp.structured.mask import GrammarMasks, llama_tokenizer
+
 log = logging.getLogger("modelrunner.llamacpp")
 
 
@@ -43,6 +45,11 @@ class Model:
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self._shown = self._tool_call_markers()
+        # The token an answer ends with when a grammar allows nothing more.
+        eot = C.llama_vocab_eot(self.vocab)
+        self.end_token: int = eot if eot >= 0 else C.llama_vocab_eos(self.vocab)
+        vocab = self.vocab
+        self.masks = GrammarMasks(lambda: llama_tokenizer(vocab))
 
     def tokenize(
         self, text: str, add_special: bool = True, parse_special: bool = True

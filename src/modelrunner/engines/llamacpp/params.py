@@ -130,9 +130,9 @@ def parse_response_format(value: object) -> str | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        from modelrunner.engines.llamacpp.grammars import JSON_OBJECT
+        from modelrunner.engines.llamacpp.structured.json_schema import compile_schema
 
-        return JSON_OBJECT
+        return compile_schema({"type": "object"}, "response_format").grammar
     raise RequestError(
         400,
         f"response_format.type must be text or json_object, got {kind!r}",

@@ -1,7 +1,7 @@
 """One sampler chain per request, built from its ``Sampling`` settings.
 
-A request owns its chain, its RNG (the ``dist`` sampler's seed) and its optional GBNF
-grammar, so what one request asks for never changes another's tokens: a seeded request
+A request owns its chain, its RNG (the ``dist`` sampler's seed) and its optional grammar
+matcher, so what one request asks for never changes another's tokens: a seeded request
 gives the same text alone or beside others. Temperature 0 is greedy (no RNG at all).
 """
 
@@ -15,6 +15,7 @@ import llama_cpp as C
 
 from modelrunner.engines.llamacpp.model import Context, Model
 from modelrunner.engines.llamacpp.params import Sampling
+from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
 from modelrunner.engines.llamacpp.structured.grammar_sampling import sample_with_grammar
 from modelrunner.engines.serving import RequestError
 
@@ -38,7 +39,8 @@ class SamplerChain:
         params = C.llama_sampler_chain_default_params()
         params.no_perf = True
         self.ptr: Any = C.llama_sampler_chain_init(params)
-        self.grammar: Any = None  # kept out of the chain: see structured.grammar_sampling
+        self.matcher: Any = None  # kept out of the chain: see structured.grammar_sampling
+        self._end = model.end_token
         try:
             self._build(model, sampling, server_seed)
         except BaseException:
@@ -66,10 +68,10 @@ class SamplerChain:
                 )
             )
         if s.grammar is not None:
-            grammar = C.llama_sampler_init_grammar(model.vocab, s.grammar.encode(), b"root")
-            if not grammar:
-                raise RequestError(400, "the grammar does not parse (GBNF)", "grammar")
-            self.grammar = grammar
+            try:
+                self.matcher = model.masks.matcher(s.grammar)
+            except InvalidRequest as exc:
+                raise RequestError(400, str(exc), exc.param) from None
         if s.temperature <= 0:
             self._add(C.llama_sampler_init_greedy())
             return
@@ -90,17 +92,16 @@ class SamplerChain:
     def sample(self, context: Context, index: int) -> int:
         """Pick the token for the batch's ``index``-th output and record it in the chain
         (penalties and grammar follow the text generated so far)."""
-        if self.grammar is not None:
-            return sample_with_grammar(self.ptr, self.grammar, context.logits(index))
+        if self.matcher is not None:
+            logits = context.logits(index)
+            return sample_with_grammar(self.ptr, self.matcher, logits, self._end)
         return int(C.llama_sampler_sample(self.ptr, context.ptr, index))
 
     def close(self) -> None:
         if self.ptr:
             C.llama_sampler_free(self.ptr)
             self.ptr = None
-        if self.grammar is not None:
-            C.llama_sampler_free(self.grammar)
-            self.grammar = None
+        self.matcher = None
 
 
 def logprobs_of(context: Context, index: int, token: int, k: int) -> SampledLogprobs:

@@ -2,9 +2,11 @@
 
 - ``inspect``: what the model's chat template knows about tools, once at start;
 - ``plan``: a chat request's fields -> a ChatPlan, a 400 as the engine raises them;
+- ``compile_grammar``: the request's grammar compiled in its own thread (a 400 if it fails);
 - ``with_plan``: the grammar and logprobs count put into the request's generation settings;
 - ``StructuredChatOutput``: the engine's answer hook (``answers.ChatOutput``) with tool
-  calls read out of the text and logprobs; the scheduler and the HTTP code stay as they are.
+  calls read out of the text and logprobs, and a plain answer checked against its schema;
+  the scheduler and the HTTP code stay as they are.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from modelrunner.engines.llamacpp.params import Generation
 from modelrunner.engines.llamacpp.structured import logprobs
 from modelrunner.engines.llamacpp.structured.chat import ChatPlan, plan_chat
 from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
+from modelrunner.engines.llamacpp.structured.json_schema import SchemaGrammar, checked
+from modelrunner.engines.llamacpp.structured.mask import GrammarMasks
 from modelrunner.engines.llamacpp.structured.output import TextShaper
 from modelrunner.engines.llamacpp.structured.template import TemplateInfo, inspect_template
 from modelrunner.engines.serving import RequestError
@@ -37,6 +41,17 @@ def plan(body: Mapping[str, Any], messages: list[dict[str, Any]], info: Template
         raise RequestError(400, str(exc), exc.param) from None
 
 
+def compile_grammar(masks: GrammarMasks, chat: ChatPlan) -> None:
+    """Compile the request's grammar now, in its own thread, and a 400 naming the request
+    field if it cannot be (a $ref loop with no base case, say)."""
+    if chat.grammar is None:
+        return
+    try:
+        masks.prepare(chat.grammar, chat.grammar_param)
+    except InvalidRequest as exc:
+        raise RequestError(400, str(exc), exc.param) from None
+
+
 def with_plan(generation: Generation, chat: ChatPlan) -> Generation:
     sampling = dataclasses.replace(generation.sampling, grammar=chat.grammar)
     return dataclasses.replace(generation, sampling=sampling, top_logprobs=chat.logprobs)
@@ -49,10 +64,13 @@ class StructuredChatOutput(ChatOutput):
         shaper: TextShaper,
         piece: Callable[[int], bytes],
         top_logprobs: int | None,
+        schema: SchemaGrammar | None = None,
         index: int = 0,
     ) -> None:
         super().__init__(model, index)
         self._shaper = shaper  # pure: one serves every choice of a request
+        self._schema = schema  # a plain answer is checked against it after generation
+        self._streamed: list[str] = []  # the text so far, for that check
         self._deltas = shaper.stream()  # this choice's own streaming state
         self._piece = piece
         self._logprobs = top_logprobs is not None
@@ -62,11 +80,16 @@ class StructuredChatOutput(ChatOutput):
     def feed(self, text: str, delta: Delta | None) -> list[dict[str, Any]]:
         if delta is not None:
             self.collect(delta)
+        if self._schema is not None:
+            self._streamed.append(text)
         return self._chunks(self._deltas.feed(text))
 
     def finish_chunks(self, finished: Finished) -> list[dict[str, Any]]:
         deltas, reason = self._deltas.finish(finished.reason)
-        return self._chunks(deltas) + with_stop_reason(self._chunks([{}], reason), finished)
+        last = with_stop_reason(self._chunks([{}], reason), finished)
+        if last:
+            checked(last[-1]["choices"][0], self._schema, "".join(self._streamed))
+        return self._chunks(deltas) + last
 
     def _chunks(
         self, deltas: list[dict[str, Any]], reason: str | None = None
@@ -91,6 +114,8 @@ class StructuredChatOutput(ChatOutput):
         body = super().message(text, finished)
         choice = body["choices"][0]
         choice["message"], choice["finish_reason"] = self._shaper.message(text, finished.reason)
+        if not choice["message"].get("tool_calls"):
+            checked(choice, self._schema, choice["message"].get("content") or "")
         if self._logprobs:
             choice["logprobs"] = logprobs.choice_logprobs(self._entries)
         return body

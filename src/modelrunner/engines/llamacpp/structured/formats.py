@@ -1,5 +1,5 @@
-"""The tool-call syntaxes models are trained on: parsing their output back into calls, and
-the grammar that forces a call in that syntax.
+"""The tool-call syntaxes models are trained on: parsing their output back into calls (the
+grammar that forces a call in that syntax is ``call_grammar``'s).
 
 - ``hermes`` (Hermes, Qwen, and the preamble of templates without tools):
   ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, one block per call.
@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
-
-from modelrunner.engines.llamacpp.structured.schema_grammar import GrammarBuilder
-from modelrunner.engines.llamacpp.structured.tools import Function
 
 ToolFormat = Literal["hermes", "llama3", "mistral"]
 FORMATS: Final[tuple[ToolFormat, ...]] = ("hermes", "llama3", "mistral")
@@ -35,9 +31,6 @@ MARKERS: Final = (
     "[CALL_ID]",
     "<|python_tag|>",
 )
-# Parallel calls a grammar allows at most: a small model forced into a call may otherwise
-# repeat calls until max_tokens.
-MAX_FORCED_CALLS: Final = 4
 
 
 @dataclass(frozen=True)
@@ -228,40 +221,3 @@ def _mistral_named(region: str) -> tuple[list[Call], str, bool]:
 
 
 _PARSERS: Final = {"hermes": _hermes, "llama3": _llama3, "mistral": _mistral}
-
-
-# --- grammar: a call is forced -----------------------------------------------------------
-
-
-def call_grammar(
-    fmt: ToolFormat,
-    functions: Sequence[Function],
-    many: bool,
-    answer: tuple[dict[str, Any], str] | None = None,
-) -> str:
-    """GBNF for one call (``many``: one to MAX_FORCED_CALLS) of the given functions, in the
-    format's syntax, with arguments valid against each function's parameters schema.
-
-    ``answer``: the JSON Schema (and its request field) of a plain answer allowed instead of
-    calls (None: a call is required); for tool_choice "auto" beside a response_format."""
-    builder = GrammarBuilder()
-    objects = []
-    for i, function in enumerate(functions):
-        arguments = builder.schema_rule(function.parameters, f"fn{i}-args", function.param)
-        key = "parameters" if fmt == "llama3" else "arguments"
-        head = builder.literal(f'{{"name": {json.dumps(function.name)}, "{key}": ')
-        objects.append(builder.rule(f"fn{i}-call", f'{head} {arguments} "}}"'))
-    call = builder.rule("call", " | ".join(objects))
-    repeat = MAX_FORCED_CALLS - 1 if many and fmt != "llama3" else 0
-    if fmt == "hermes":
-        block = builder.rule("block", f'"<tool_call>\\n" {call} "\\n</tool_call>"')
-        body = block + "".join(f' ("\\n" {block}' for _ in range(repeat)) + ")?" * repeat
-    elif fmt == "mistral":
-        items = call + "".join(f' (", " {call}' for _ in range(repeat)) + ")?" * repeat
-        body = f'"[TOOL_CALLS][" {items} "]"'
-    else:
-        body = call
-    if answer is not None:
-        body = f"({body}) | {builder.schema_rule(answer[0], 'answer', answer[1])}"
-    builder.rule("root", body)
-    return builder.grammar()

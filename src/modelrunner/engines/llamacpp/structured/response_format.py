@@ -9,8 +9,8 @@ from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
 ANY_OBJECT: Final = {"type": "object"}
 
 
-def answer_schema(body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-    """(schema, its request field) of the answer, or None when the answer is free text."""
+def answer_schema(body: dict[str, Any]) -> tuple[dict[str, Any], str, bool] | None:
+    """(schema, its request field, strict) of the answer, or None when it is free text."""
     response_format = body.get("response_format")
     if response_format is None:
         return None
@@ -20,7 +20,7 @@ def answer_schema(body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return ANY_OBJECT, "response_format"
+        return ANY_OBJECT, "response_format", False
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict):
@@ -33,7 +33,14 @@ def answer_schema(body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
                 "response_format.json_schema.name must be a string",
                 "response_format.json_schema.name",
             )
-        return spec.get("schema", ANY_OBJECT), "response_format.json_schema.schema"
+        strict = spec.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise InvalidRequest(
+                "response_format.json_schema.strict must be true or false",
+                "response_format.json_schema.strict",
+            )
+        schema = spec.get("schema", ANY_OBJECT)
+        return schema, "response_format.json_schema.schema", bool(strict)
     raise InvalidRequest(
         f"response_format.type must be 'text', 'json_object' or 'json_schema', got {kind!r}",
         "response_format.type",

@@ -11,8 +11,8 @@ from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
 
 NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 Mode = Literal["none", "auto", "required", "named"]
-# Without a schema of its own, a function takes an object of anything.
-NO_PARAMETERS: Final = {"type": "object", "properties": {}}
+# Without a schema of its own, a function takes no arguments: an empty object.
+NO_PARAMETERS: Final = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,22 @@
-"""The grammars this project builds, run by llama.cpp's own grammar sampler over the real
-SmolLM2 vocabulary: what they accept and refuse, token by token, as a model would write it."""
+"""The grammars this project builds, compiled by llguidance over the real SmolLM2
+vocabulary: what they accept and refuse, token by token, as a model would write it."""
 
 from __future__ import annotations
 
-import ctypes
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelrunner.engines.llamacpp.structured.formats import call_grammar
-from modelrunner.engines.llamacpp.structured.schema_grammar import schema_to_gbnf
+from modelrunner.engines.llamacpp.structured.call_grammar import call_grammar
+from modelrunner.engines.llamacpp.structured.json_schema import compile_schema
+from modelrunner.engines.llamacpp.structured.mask import GrammarMasks, llama_tokenizer
 from modelrunner.engines.llamacpp.structured.tools import read_tools
+
+
+def schema_grammar(schema: Any, param: str) -> str:
+    return compile_schema(schema, param).grammar
 
 
 class Vocabulary:
@@ -26,6 +29,7 @@ class Vocabulary:
         self.model = C.llama_model_load_from_file(str(gguf).encode(), params)
         assert self.model
         self.vocab = C.llama_model_get_vocab(self.model)
+        self.masks = GrammarMasks(lambda: llama_tokenizer(self.vocab))
 
     def tokens(self, text: str) -> list[int]:
         data = text.encode()
@@ -35,21 +39,8 @@ class Vocabulary:
 
     def accepts(self, grammar: str, text: str) -> bool:
         """Whether the grammar lets ``text`` be written, as SmolLM2 tokenizes it, and end."""
-        C = self.C
-        sampler = C.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
-        assert sampler, "llama.cpp did not parse the grammar"
-        try:
-            for token in [*self.tokens(text), C.llama_vocab_eos(self.vocab)]:
-                candidates = (C.llama_token_data * 1)(C.llama_token_data(token, 0.0, 0.0))
-                array = C.llama_token_data_array(candidates, 1, -1, False)
-                C.llama_sampler_apply(sampler, ctypes.byref(array))
-                if math.isinf(candidates[0].logit):
-                    return False
-                if token != C.llama_vocab_eos(self.vocab):
-                    C.llama_sampler_accept(sampler, token)
-            return True
-        finally:
-            C.llama_sampler_free(sampler)
+        matcher = self.masks.matcher(grammar)
+        return bool(matcher.consume_tokens(self.tokens(text)) and matcher.is_accepting())
 
 
 @pytest.fixture(scope="module")
@@ -75,38 +66,38 @@ PET: dict[str, Any] = {
 @pytest.mark.parametrize(
     ("text", "accepted"),
     [
-        ('{"name": "Tom", "kind": "cat", "age": 3, "kg": 4.5, "tags": ["grey"]}', True),
-        ('{"name": "Tom", "kind": "cat", "age": 30, "kg": 80, "tags": ["a", "b"]}', True),
-        ('{"name": "Tom", "kind": "cow", "age": 3, "kg": 4.5, "tags": ["grey"]}', False),
-        ('{"name": "Tom", "kind": "cat", "age": 31, "kg": 4.5, "tags": ["grey"]}', False),
-        ('{"name": "Tom", "kind": "cat", "age": 3, "kg": 80.5, "tags": ["grey"]}', False),
-        ('{"name": "Tom", "kind": "cat", "age": 3, "kg": 0.5, "tags": ["grey"]}', False),
-        ('{"name": "Tom", "kind": "cat", "age": 3, "kg": 4, "tags": []}', False),
-        ('{"name": "Tom", "kind": "cat", "age": 3, "kg": 4, "tags": ["a", "b", "c"]}', False),
-        ('{"name": "Thomas O\'Malley", "kind": "cat", "age": 3, "kg": 4, "tags": ["a"]}', False),
-        ('{"name": "T\nom", "kind": "cat", "age": 3, "kg": 4, "tags": ["a"]}', False),
-        ('{"name": "T\\nom", "kind": "cat", "age": 3, "kg": 4, "tags": ["a"]}', True),
-        ('{"kind": "cat", "name": "Tom", "age": 3, "kg": 4, "tags": ["a"]}', False),
-        ('{"name": "Tom", "kind": "cat", "age": 3, "kg": 4, "tags": ["a"]} and more', False),
+        ('{"name":"Tom","kind":"cat","age":3,"kg":4.5,"tags":["grey"]}', True),
+        ('{"name":"Tom","kind":"cat","age":30,"kg":80,"tags":["a","b"]}', True),
+        ('{"name":"Tom","kind":"cow","age":3,"kg":4.5,"tags":["grey"]}', False),
+        ('{"name":"Tom","kind":"cat","age":31,"kg":4.5,"tags":["grey"]}', False),
+        ('{"name":"Tom","kind":"cat","age":3,"kg":80.5,"tags":["grey"]}', False),
+        ('{"name":"Tom","kind":"cat","age":3,"kg":0.5,"tags":["grey"]}', False),
+        ('{"name":"Tom","kind":"cat","age":3,"kg":4,"tags":[]}', False),
+        ('{"name":"Tom","kind":"cat","age":3,"kg":4,"tags":["a","b","c"]}', False),
+        ('{"name":"Thomas O\'Malley","kind":"cat","age":3,"kg":4,"tags":["a"]}', False),
+        ('{"name":"T\nom","kind":"cat","age":3,"kg":4,"tags":["a"]}', False),
+        ('{"name":"T\\nom","kind":"cat","age":3,"kg":4,"tags":["a"]}', True),
+        ('{"kind":"cat","name":"Tom","age":3,"kg":4,"tags":["a"]}', False),
+        ('{"name":"Tom","kind":"cat","age":3,"kg":4,"tags":["a"]} and more', False),
     ],
 )
 def test_schema_grammar(vocabulary: Vocabulary, text: str, accepted: bool) -> None:
-    assert vocabulary.accepts(schema_to_gbnf(PET, "schema"), text) == accepted
+    assert vocabulary.accepts(schema_grammar(PET, "schema"), text) == accepted
 
 
 @pytest.mark.parametrize(
     ("text", "accepted"),
     [
-        ('{"a": [1, {"b": null}], "c": "d"}', True),
+        ('{"a":[1,{"b":null}],"c":"d"}', True),
         ("{}", True),
         ("[1, 2]", False),
-        ('{"a": 1', False),
+        ('{"a":1', False),
         ("Sure! {}", False),
     ],
 )
 def test_json_object_grammar(vocabulary: Vocabulary, text: str, accepted: bool) -> None:
     assert (
-        vocabulary.accepts(schema_to_gbnf({"type": "object"}, "response_format"), text) == accepted
+        vocabulary.accepts(schema_grammar({"type": "object"}, "response_format"), text) == accepted
     )
 
 
@@ -123,7 +114,7 @@ WEATHER = {
     },
 }
 NOW = {"type": "function", "function": {"name": "now"}}
-NOW_CALL = '<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>'
+NOW_CALL = '<tool_call>\n{"name":"now","arguments":{}}\n</tool_call>'
 TWO_CALLS = f"{NOW_CALL}\n{NOW_CALL}"
 
 
@@ -133,23 +124,23 @@ TWO_CALLS = f"{NOW_CALL}\n{NOW_CALL}"
         (
             "hermes",
             False,
-            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
+            '<tool_call>\n{"name":"get_weather","arguments":{"city":"Oslo"}}\n</tool_call>',
             True,
         ),
-        ("hermes", False, '<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>', True),
+        ("hermes", False, '<tool_call>\n{"name":"now","arguments":{}}\n</tool_call>', True),
         (
             "hermes",
             False,
-            '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>',
+            '<tool_call>\n{"name":"get_weather","arguments":{}}\n</tool_call>',
             False,
         ),
         (
             "hermes",
             False,
-            '<tool_call>\n{"name": "now", "arguments": {"x": 1}}\n</tool_call>',
+            '<tool_call>\n{"name":"now","arguments":{"x":1}}\n</tool_call>',
             False,
         ),
-        ("hermes", False, '<tool_call>\n{"name": "other", "arguments": {}}\n</tool_call>', False),
+        ("hermes", False, '<tool_call>\n{"name":"other","arguments":{}}\n</tool_call>', False),
         ("hermes", False, "The weather is nice.", False),
         (
             "hermes",
@@ -163,11 +154,11 @@ TWO_CALLS = f"{NOW_CALL}\n{NOW_CALL}"
             TWO_CALLS,
             True,
         ),
-        ("llama3", False, '{"name": "get_weather", "parameters": {"city": "Oslo"}}', True),
+        ("llama3", False, '{"name":"get_weather","parameters":{"city":"Oslo"}}', True),
         (
             "mistral",
             True,
-            '[TOOL_CALLS][{"name": "now", "arguments": {}}, {"name": "now", "arguments": {}}]',
+            '[TOOL_CALLS][{"name":"now","arguments":{}}, {"name":"now","arguments":{}}]',
             True,
         ),
     ],
@@ -184,54 +175,54 @@ def test_auto_with_response_format_allows_a_call_or_the_answer(vocabulary: Vocab
     grammar = call_grammar(
         "hermes", functions, many=False, answer=({"type": "object"}, "response_format")
     )
-    assert vocabulary.accepts(grammar, '{"answer": 42}')
+    assert vocabulary.accepts(grammar, '{"answer":42}')
     assert vocabulary.accepts(
-        grammar, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+        grammar, '<tool_call>\n{"name":"get_weather","arguments":{"city":"Oslo"}}\n</tool_call>'
     )
     assert not vocabulary.accepts(grammar, "42")
 
 
-def test_checking_the_pick_first_chooses_as_filtering_first(vocabulary: Vocabulary) -> None:
+def test_checking_the_pick_first_chooses_as_masking_first(vocabulary: Vocabulary) -> None:
     """Greedy over random logits, along a JSON answer: the pick-then-check path of the
-    engine gives the token the full filter would, whether the favourite is allowed or not."""
+    engine gives the token the full mask would, whether the favourite is allowed or not."""
     import numpy as np
 
     from modelrunner.engines.llamacpp.structured.grammar_sampling import (
-        TOKEN_DATA,
+        allowed_tokens,
         sample_with_grammar,
     )
 
     C = vocabulary.C
-    grammar_text = schema_to_gbnf(PET, "schema")
-    text = '{"name": "Tom", "kind": "cat", "age": 3, "kg": 4.5, "tags": ["grey"]}'
+    grammar = schema_grammar(PET, "schema")
+    text = '{"name":"Tom","kind":"cat","age":3,"kg":4.5,"tags":["grey"]}'
     n = C.llama_vocab_n_tokens(vocabulary.vocab)
     rng = np.random.default_rng(0)
-    fast = C.llama_sampler_init_grammar(vocabulary.vocab, grammar_text.encode(), b"root")
-    full = C.llama_sampler_init_grammar(vocabulary.vocab, grammar_text.encode(), b"root")
     refused = 0
     tokens = vocabulary.tokens(text)
-    try:
-        for position, token in enumerate(tokens):
-            C.llama_sampler_reset(fast)
-            C.llama_sampler_reset(full)
-            for done in tokens[:position]:  # both grammars follow the text up to here
-                C.llama_sampler_accept(fast, done)
-                C.llama_sampler_accept(full, done)
-            logits = rng.normal(0, 3, n).astype(np.float32)
-            if rng.random() < 0.5:
-                logits[token] += 30  # the favourite is the allowed next token
-            greedy = C.llama_sampler_init_greedy()
-            picked = sample_with_grammar(greedy, fast, logits)
-            C.llama_sampler_free(greedy)
-            buffer = np.zeros(n, dtype=TOKEN_DATA)
-            buffer["id"], buffer["logit"] = np.arange(n), logits
-            pointer = buffer.ctypes.data_as(ctypes.POINTER(C.llama_token_data))
-            C.llama_sampler_apply(
-                full, ctypes.byref(C.llama_token_data_array(pointer, n, -1, False))
-            )
-            assert picked == int(np.argmax(buffer["logit"]))
-            refused += int(np.argmax(logits)) != picked
-    finally:
-        C.llama_sampler_free(fast)
-        C.llama_sampler_free(full)
+    for position, token in enumerate(tokens):
+        fast, full = vocabulary.masks.matcher(grammar), vocabulary.masks.matcher(grammar)
+        assert fast.consume_tokens(tokens[:position]) and full.consume_tokens(tokens[:position])
+        logits = rng.normal(0, 3, n).astype(np.float32)
+        if rng.random() < 0.5:
+            logits[token] += 30  # the favourite is the allowed next token
+        greedy = C.llama_sampler_init_greedy()
+        picked = sample_with_grammar(greedy, fast, logits, end=-1)
+        C.llama_sampler_free(greedy)
+        masked = np.where(allowed_tokens(full, n), logits, -np.inf)
+        assert picked == int(np.argmax(masked))
+        refused += int(np.argmax(logits)) != picked
     assert refused > 3  # the refused-favourite path ran too
+
+
+def test_a_tools_parameters_keep_their_definitions(vocabulary: Vocabulary) -> None:
+    """The parameters sit inside the call object, but their "#/$defs/..." refs still
+    resolve, and listed properties close the arguments for generation."""
+    unit = {"enum": ["C", "F"]}
+    tool = {"type": "function", "function": {"name": "temp", "parameters": {
+        "type": "object", "$defs": {"unit": unit},
+        "properties": {"unit": {"$ref": "#/$defs/unit"}}, "required": ["unit"]}}}  # fmt: skip
+    grammar = call_grammar("hermes", read_tools({"tools": [tool]}).functions, many=False)
+    call = '<tool_call>\n{"name":"temp","arguments":{"unit":"%s"}}\n</tool_call>'
+    assert vocabulary.accepts(grammar, call % "C")
+    assert not vocabulary.accepts(grammar, call % "K")
+    assert not vocabulary.accepts(grammar, (call % "C").replace('"C"}', '"C","x":1}'))

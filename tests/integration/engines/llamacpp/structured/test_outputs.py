@@ -4,15 +4,18 @@ the preamble and the grammar make its calls)."""
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import jsonschema
 import openai
+import pydantic
 import pytest
 from openai import OpenAI
 
@@ -161,31 +164,205 @@ def test_json_schema_streams_the_same_valid_answer(client: OpenAI) -> None:
 
 
 @pytest.mark.parametrize(
-    ("schema", "keyword"),
+    ("schema", "param"),
     [
         (
-            {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}},
-            "multipleOf",
+            {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            "response_format.json_schema.schema.uniqueItems",
         ),
         (
-            {"type": "object", "properties": {"mail": {"type": "string", "format": "email"}}},
-            "format",
+            {"type": "object", "properties": {"n": {"type": "integer", "not": {"const": 3}}}},
+            "response_format.json_schema.schema.properties.n.not",
         ),
-        ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "uniqueItems"),
     ],
 )
-def test_unsupported_keyword_is_a_400_naming_it(
-    client: OpenAI, schema: dict[str, Any], keyword: str
+def test_strict_refuses_a_keyword_no_grammar_enforces(
+    client: OpenAI, schema: dict[str, Any], param: str
 ) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "Hi"}],
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema, "strict": True},
+            },
         )
     error = caught.value.body
     assert isinstance(error, dict)
-    assert keyword in error["message"] and error["param"].endswith(keyword)
+    assert param.rsplit(".", 1)[1] in error["message"] and error["param"] == param
+
+
+# The grammar can only write ["a","a"]: uniqueItems, which it cannot enforce, then fails.
+DUPLICATES = {
+    "type": "array",
+    "items": {"enum": ["a"]},
+    "minItems": 2,
+    "maxItems": 2,
+    "uniqueItems": True,
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_failing_its_schema_is_reported_not_passed_as_valid(
+    client: OpenAI, stream: bool
+) -> None:
+    request: Any = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Two letters."}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "letters", "schema": DUPLICATES},
+        },
+        "max_tokens": 50,
+    }
+    if stream:
+        chunks = list(client.chat.completions.create(**request, stream=True))
+        last = [c for c in chunks if c.choices][-1].choices[0]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        last = client.chat.completions.create(**request).choices[0]
+        text = last.message.content or ""
+    assert json.loads(text) == ["a", "a"]
+    assert last.finish_reason == "schema_invalid"
+    assert "non-unique" in (last.model_extra or {})["schema_error"]
+
+
+ENFORCED: list[tuple[str, dict[str, Any]]] = [
+    ("A number over 10 that 7 divides.",
+     {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 7, "minimum": 10}},
+      "required": ["n"], "additionalProperties": False}),
+    ("The email address of Ann at example.org.",
+     {"type": "object",
+      "properties": {"mail": {"type": "string", "format": "email", "maxLength": 40}},
+      "required": ["mail"], "id": "vendor", "x-kubernetes-preserve-unknown-fields": True}),
+    ("Name a cat or count dogs.",
+     {"oneOf": [{"type": "object", "properties": {"cat": {"type": "string", "maxLength": 20}},
+                 "required": ["cat"], "additionalProperties": False},
+                {"type": "object", "properties": {"dog": {"type": "integer"}},
+                 "required": ["dog"], "additionalProperties": False}]}),
+    ("When and for how much did you buy bread?",
+     {"type": "object", "properties": {"at": {"type": "string", "format": "date-time"},
+                                       "price": {"type": "number", "exclusiveMinimum": 0.5,
+                                                 "maximum": 9.75}},
+      "required": ["at", "price"], "additionalProperties": False}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("prompt", "schema"), ENFORCED)
+def test_real_world_keywords_are_enforced(
+    client: OpenAI, prompt: str, schema: dict[str, Any]
+) -> None:
+    """Each answer that ends is valid; a 135M model may still write one string or number
+    until max_tokens, so most (not all) must end."""
+    ended = 0
+    for seed in range(3):
+        choice = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": prompt}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            seed=seed,
+            temperature=0.3,
+            max_tokens=120,
+        ).choices[0]
+        assert choice.finish_reason in ("stop", "length"), choice.message.content
+        if choice.finish_reason == "stop":
+            ended += 1
+            jsonschema.validate(
+                json.loads(choice.message.content or ""),
+                schema,
+                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+            )
+    assert ended >= 2
+
+
+def deep(n: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for _ in range(n):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        deep(500),
+        {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}},
+        {"enum": [f"value-{i}-{'x' * 40}" for i in range(30_000)]},
+        {"type": "string", "pattern": "(a|aa|aaa){1,200}(b|bb){1,200}[a-z]{1,999}x{300}"},
+        {"type": "integr"},
+        {"$ref": "#/$defs/missing"},
+        "not a schema",
+    ],
+    ids=["deep", "ref-loop", "huge-enum", "exploding-pattern", "bad-type", "dangling", "text"],
+)
+def test_hostile_schemas_get_a_clear_answer_never_a_5xx(
+    server: Server, schema: dict[str, Any]
+) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        "max_tokens": 8,
+    }
+    answer = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 400:
+        error = answer.json()["error"]
+        assert error["param"].startswith("response_format.json_schema"), error
+        assert error["message"]
+
+
+class Colour(enum.Enum):
+    GREY = "grey"
+    BLACK = "black"
+
+
+class Owner(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=20)
+    site: pydantic.HttpUrl | None
+
+
+class Pet(pydantic.BaseModel):
+    kind: Literal["cat", "dog"]
+    colour: Colour
+    age: int = pydantic.Field(ge=0, le=30)
+    weight_kg: float = pydantic.Field(gt=0.5, lt=80)
+    born: datetime.datetime
+    nickname: str | None
+    owner: Owner
+
+
+def test_the_openai_clients_pydantic_parse(client: OpenAI) -> None:
+    """Optional, Literal, Enum, nested models, datetime, HttpUrl and constrained numbers,
+    as the client sends them (strict: true), parsed back into the model. A 135M model can
+    still write a URL until max_tokens (cut, so the client raises): most answers must
+    parse, and every one that ends must."""
+    parsed = 0
+    for seed in range(5):
+        try:
+            completion = client.beta.chat.completions.parse(
+                model=MODEL,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": "Invent a pet and its owner; the owner's site is an https URL.",
+                    }
+                ],
+                response_format=Pet,
+                seed=seed,
+                temperature=0.3,
+                max_tokens=250,
+            )
+        except openai.LengthFinishReasonError:
+            continue
+        choice = completion.choices[0]
+        assert choice.finish_reason == "stop", choice.message.content
+        pet = choice.message.parsed
+        assert isinstance(pet, Pet) and isinstance(pet.colour, Colour)
+        assert 0 <= pet.age <= 30 and 0.5 < pet.weight_kg < 80
+        parsed += 1
+    assert parsed >= 3
 
 
 def check_call(name: str, arguments: str) -> dict[str, Any]:

@@ -65,9 +65,9 @@ def test_read(
     assert tools.legacy == ("functions" in body)
 
 
-def test_a_function_without_parameters_takes_an_object() -> None:
+def test_a_function_without_parameters_takes_an_empty_object() -> None:
     (time,) = read_tools({"tools": [TIME]}).functions
-    assert time.parameters == {"type": "object", "properties": {}}
+    assert time.parameters == {"type": "object", "properties": {}, "additionalProperties": False}
     assert time.as_tool() == {
         "type": "function",
         "function": {"name": "get_time", "parameters": time.parameters, "description": "Now."},
