@@ -51,11 +51,35 @@ def format_record(model: str, record: dict[str, Any]) -> list[str]:
         f"{f'{took:.0f} ms' if took is not None else 'running'}"
         f"{f'  {tokens} tokens in' if tokens is not None else ''}"
         f"{'  stream' if record.get('stream') else ''}"
+        f"{schema_summary(record.get('response'))}"
         f"{'' if record.get('complete', True) else '  (cut short)'}"
         f"  {record.get('user_agent') or '-'}"
     )
     answer = record.get("error") if record.get("error") is not None else record.get("response")
     return [head, f"  > {_shorten(record.get('request'))}", f"  < {_shorten(answer)}"]
+
+
+def schema_summary(answer: Any) -> str:
+    """What the llama.cpp engine says of a structured answer's schema: the keywords only
+    checked after generation (the rest the grammar enforced), and whether it passed."""
+    try:
+        body = json.loads(answer) if isinstance(answer, str) else None
+    except ValueError:
+        return ""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    checks = [
+        c["schema_check"]
+        for c in choices or ()
+        if isinstance(c, dict) and isinstance(c.get("schema_check"), dict)
+    ]
+    if not checks:
+        return ""
+    only = sorted({k for check in checks for k in check.get("checked_only") or ()})
+    valid = all(check.get("valid") for check in checks)
+    enforced = "schema enforced by the grammar" + (
+        f", {', '.join(only)} checked after" if only else ""
+    )
+    return f"  ({enforced}: {'valid' if valid else 'INVALID'})"
 
 
 def pairs(groups: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -73,7 +73,7 @@ def recorded_text(body: bytes | str) -> str:
 
 
 class _Choice:
-    __slots__ = ("content", "finish_reason", "reasoning", "role", "text", "tool_calls")
+    __slots__ = ("checks", "content", "finish_reason", "reasoning", "role", "text", "tool_calls")
 
     def __init__(self) -> None:
         self.role = "assistant"
@@ -82,6 +82,12 @@ class _Choice:
         self.text: list[str] = []
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: Any = None
+        self.checks: dict[str, Any] = {}  # the llama.cpp engine's schema check, if any
+
+
+# What a stream's last chunk says of its choice beside finish_reason (the llama.cpp engine's
+# check of a structured answer), kept in the assembled answer.
+_CHECK_FIELDS = ("schema_check", "schema_error")
 
 
 class StreamAssembler:
@@ -142,6 +148,7 @@ class StreamAssembler:
             into = self._choices[index] = _Choice()
         if choice.get("finish_reason") is not None:
             into.finish_reason = choice["finish_reason"]
+            into.checks = {k: choice[k] for k in _CHECK_FIELDS if k in choice}
         if isinstance(choice.get("text"), str):
             self._keep(into.text, choice["text"])
         delta = choice.get("delta")
@@ -203,7 +210,12 @@ class StreamAssembler:
             message["reasoning_content"] = "".join(choice.reasoning)
         if choice.tool_calls:
             message["tool_calls"] = [c for _, c in sorted(choice.tool_calls.items())]
-        return {"index": index, "message": message, "finish_reason": choice.finish_reason}
+        return {
+            "index": index,
+            "message": message,
+            "finish_reason": choice.finish_reason,
+            **choice.checks,
+        }
 
     @staticmethod
     def _text_choice(index: int, choice: _Choice) -> dict[str, Any]:

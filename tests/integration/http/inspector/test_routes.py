@@ -135,3 +135,36 @@ def test_mr_requests_follow(served: Setup) -> None:
     finally:
         follower.terminate()
         follower.wait(10)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_mr_requests_shows_what_the_grammar_enforced_and_what_was_checked(
+    served: Setup, stream: bool
+) -> None:
+    # The grammar can only write ["a","a"], which uniqueItems (checked after) refuses.
+    schema = {"type": "array", "items": {"enum": ["a"]}, "minItems": 2, "maxItems": 2,
+              "uniqueItems": True}  # fmt: skip
+    request: Any = {
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Two letters."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        "max_tokens": 20,
+    }
+    client = served.client()
+    if stream:
+        list(client.chat.completions.create(**request, stream=True))
+    else:
+        client.chat.completions.create(**request)
+    choice = json.loads(_records(served)[-1]["response"])["choices"][0]
+    assert choice["finish_reason"] == "schema_invalid"
+    assert choice["schema_check"] == {"checked_only": ["uniqueItems"], "valid": False}
+    env = {**os.environ, "MR_PORT": served.server.url.rsplit(":", 1)[1], "MR_API_KEY": KEY}
+    shown = subprocess.run(
+        [sys.executable, "-m", "modelrunner", "requests", "smol"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    last = [line for line in shown.stdout.splitlines() if line.startswith("20")][-1]
+    assert "schema enforced by the grammar, uniqueItems checked after: INVALID" in last

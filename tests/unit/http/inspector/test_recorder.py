@@ -437,3 +437,22 @@ def test_input_tokens_from_any_api(answer: bytes | str, tokens: int | None) -> N
     from modelrunner.http.inspector.tokens import input_tokens
 
     assert input_tokens(answer) == tokens
+
+
+def test_a_streamed_schema_check_is_kept() -> None:
+    assembler = StreamAssembler()
+    check = {"checked_only": ["uniqueItems"], "valid": False}
+    chunk = "chat.completion.chunk"
+    last = {"index": 0, "delta": {}, "finish_reason": "schema_invalid", "schema_check": check,
+            "schema_error": "at /: x"}  # fmt: skip
+    assembler.feed(
+        _sse(
+            {"object": chunk, "choices": [{"index": 0, "delta": {"content": "[1,1]"}}]},
+            {"object": chunk, "choices": [last]},
+        )
+    )
+    result = assembler.result()
+    assert result is not None
+    [choice] = result["choices"]
+    assert choice["finish_reason"] == "schema_invalid" and choice["message"]["content"] == "[1,1]"
+    assert choice["schema_check"] == check and choice["schema_error"] == "at /: x"

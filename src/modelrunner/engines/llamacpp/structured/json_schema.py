@@ -123,12 +123,16 @@ SCHEMA_INVALID: Final = "schema_invalid"
 
 
 def checked(choice: dict[str, Any], schema: SchemaGrammar | None, text: str) -> None:
-    """Mark ``choice`` (a finished choice of an answer or its last chunk) when its text
-    fails the schema: finish_reason ``schema_invalid`` and ``schema_error`` saying where.
+    """Check a finished choice (of an answer, or a stream's last chunk) against the schema:
+    ``schema_check`` says what only this check enforced and whether the text passed; a text
+    that fails gets finish_reason ``schema_invalid`` and ``schema_error`` saying where.
     An answer cut by max_tokens is left as it is: "length" already says it is incomplete."""
     if schema is None or choice.get("finish_reason") != "stop":
         return
     error = schema.validate(text)
+    # What was enforced while generating (the rest of the schema) and what only now, for
+    # the request inspector (`mr requests`) and the curious client.
+    choice["schema_check"] = {"checked_only": list(schema.checked_only), "valid": error is None}
     if error is not None:
         choice["finish_reason"] = SCHEMA_INVALID
         choice["schema_error"] = error

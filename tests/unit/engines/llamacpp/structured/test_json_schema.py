@@ -145,8 +145,9 @@ CHECKS: list[tuple[Any, str, str | None]] = [
 def test_the_check_after_generation(schema: Any, text: str, error: str | None) -> None:
     choice: dict[str, Any] = {"finish_reason": "stop"}
     checked(choice, compile_schema(schema, P), text)
+    assert choice["schema_check"]["valid"] == (error is None)
     if error is None:
-        assert choice == {"finish_reason": "stop"}
+        assert choice["finish_reason"] == "stop" and "schema_error" not in choice
     else:
         assert choice["finish_reason"] == SCHEMA_INVALID
         assert choice["schema_error"].startswith(error)
@@ -156,6 +157,12 @@ def test_a_cut_answer_is_left_as_length() -> None:
     choice: dict[str, Any] = {"finish_reason": "length"}
     checked(choice, compile_schema({"type": "object"}, P), '{"a":')
     assert choice == {"finish_reason": "length"}
+
+
+def test_the_check_names_what_only_it_enforced() -> None:
+    choice: dict[str, Any] = {"finish_reason": "stop"}
+    checked(choice, compile_schema({"type": "array", "uniqueItems": True}, P), "[1,2]")
+    assert choice["schema_check"] == {"checked_only": ["uniqueItems"], "valid": True}
 
 
 def deep(n: int) -> Any:
