@@ -216,7 +216,9 @@ def timestamp(unix: float | None = None) -> str:
 
 
 def done_reason(finish_reason: Any) -> str:
-    return "length" if finish_reason == "length" else "stop"
+    """Ollama's ``stop`` or ``length``; ``schema_invalid`` (a ``format`` schema the answer
+    failed when checked after generation) kept, so it never passes for a valid answer."""
+    return finish_reason if finish_reason in ("length", "schema_invalid") else "stop"
 
 
 def tool_calls(calls: Any) -> list[dict[str, Any]]:

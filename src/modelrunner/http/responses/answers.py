@@ -105,10 +105,14 @@ def response_object(
 ) -> dict[str, Any]:
     """A Responses ``response`` object."""
     incomplete = None
-    if status == "completed" and output is not None and output.finish_reason == "length":
+    finish = output.finish_reason if output is not None else None
+    if status == "completed" and finish in ("length", "schema_invalid"):
         status = "incomplete"
     if status == "incomplete":
-        incomplete = {"reason": "max_output_tokens"}
+        # schema_invalid: the text failed its format's schema when checked after generation.
+        incomplete = {
+            "reason": "schema_invalid" if finish == "schema_invalid" else "max_output_tokens"
+        }
     fmt = request.text.format if request.text and request.text.format else TextFormat()
     return {
         "id": response_id,

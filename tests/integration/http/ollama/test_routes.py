@@ -124,6 +124,23 @@ def test_json_format_constrains_the_answer(client: ollama.Client) -> None:
     assert text.lstrip().startswith("{"), text
 
 
+# The grammar can only write ["a","a"]; uniqueItems, checked after generation, refuses it.
+DUPLICATES = {"type": "array", "items": {"enum": ["a"]}, "minItems": 2, "maxItems": 2,
+              "uniqueItems": True}  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_format_schema_the_answer_fails_is_not_done_as_stop(
+    client: ollama.Client, stream: bool
+) -> None:
+    ask = [{"role": "user", "content": "Two letters."}]
+    answer = client.chat(
+        model="smol", messages=ask, format=DUPLICATES, options={"num_predict": 20}, stream=stream
+    )
+    last = list(answer)[-1] if stream else answer
+    assert last.done_reason == "schema_invalid"
+
+
 def test_embed_and_embeddings(client: ollama.Client) -> None:
     many = client.embed(model="smol-embed", input=["the red fox", "a blue sky"])
     assert len(many.embeddings) == 2

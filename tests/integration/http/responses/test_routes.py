@@ -206,3 +206,16 @@ def test_responses_bad_input(served: Setup, path: str, body: Any, status: int) -
     ):
         missing = httpx.request(method, served.server.url + where, headers=AUTH)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_format_schema_the_answer_fails_is_incomplete_not_completed(served: Setup) -> None:
+    # The grammar can only write ["a","a"]; uniqueItems, checked after generation, refuses it.
+    schema = {"type": "array", "items": {"enum": ["a"]}, "minItems": 2, "maxItems": 2,
+              "uniqueItems": True}  # fmt: skip
+    fmt: Any = {"format": {"type": "json_schema", "name": "letters", "schema": schema}}
+    answer = served.client().responses.create(
+        model="smol", input="Two letters.", text=fmt, max_output_tokens=20
+    )
+    assert answer.status == "incomplete"
+    assert answer.incomplete_details is not None
+    assert answer.incomplete_details.reason == "schema_invalid"  # type: ignore[comparison-overlap]
