@@ -43,6 +43,11 @@ class GrammarMasks:
         called, as for a grammar the engine made itself)."""
         return self._prototype(grammar, "grammar").deep_copy()
 
+    def cached(self) -> int:
+        """How many grammars are compiled and kept."""
+        with self._lock:
+            return len(self._compiled)
+
     def _prototype(self, grammar: str, param: str) -> Any:
         key = grammar_key(grammar)
         with self._lock:

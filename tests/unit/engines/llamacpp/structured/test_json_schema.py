@@ -214,3 +214,19 @@ def test_listed_properties_close_an_object_for_generation_as_llama_server_does()
     assert accepts({"type": "object"}, '{"b":2}')  # nothing listed: anything goes
     merged = {"allOf": [listed, {"properties": {"b": {"type": "integer"}}}]}
     assert accepts(merged, '{"a":1,"b":2}')  # closing each part would refuse this
+
+
+def test_a_grammar_is_compiled_once_per_vocabulary_and_copied_per_request() -> None:
+    made: list[int] = []
+
+    def tokenizer() -> Any:
+        made.append(1)
+        return TOKENIZER
+
+    masks = GrammarMasks(tokenizer)
+    grammar = compile_schema({"type": "array", "items": {"type": "boolean"}}, P).grammar
+    masks.prepare(grammar, P)
+    first, second = masks.matcher(grammar), masks.matcher(grammar)
+    assert first is not second  # each request its own state
+    assert first.consume_tokens(list(b"[true")) and not second.is_accepting()
+    assert masks.cached() == 1 and made == [1]
