@@ -185,17 +185,20 @@ def _draft(schema: Any, param: str) -> Any:
         candidates = [jsonschema.validators.validator_for(schema)]
     else:
         candidates = list(DRAFTS)
-    first = None
-    for cls in candidates:
-        error = jsonschema.exceptions.best_match(cls(cls.META_SCHEMA).iter_errors(schema))
-        if error is None:
+    for cls in candidates:  # is_valid stops at the first error: the common case is cheap
+        if _meta_validator(cls).is_valid(schema):
             return cls
-        first = first or error
+    first = jsonschema.exceptions.best_match(_meta_validator(candidates[0]).iter_errors(schema))
     assert first is not None
     where = "".join(f".{p}" for p in first.absolute_path)
     raise InvalidRequest(
         f"the schema is not valid JSON Schema: {first.message[:300]}", param + where
     )
+
+
+@functools.cache
+def _meta_validator(cls: Any) -> Any:
+    return cls(cls.META_SCHEMA)
 
 
 def for_generation(schema: Any) -> Any:
