@@ -91,7 +91,10 @@ def in_parallel(count: int, work: Any) -> list[Any]:
     results: list[Any] = [None] * count
 
     def one(i: int) -> None:
-        results[i] = work(i)
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # shown by the test's assertion, not lost in a thread
+            results[i] = exc
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
     for t in threads:
