@@ -344,7 +344,7 @@ class Tally:
             return
         if result["error"] is not None:
             self.refused += 1
-            self.refusals[result["error"][:60]] += 1
+            self.refusals[result["error"][:100]] += 1
             return
         self.compile_ms.append(result["compile_ms"])
         self.schema_ms.append(result["schema_ms"])
