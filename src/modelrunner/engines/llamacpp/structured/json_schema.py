@@ -214,7 +214,8 @@ def _narrowed(node: Any, closed: bool) -> Any:
     - an object that lists ``properties`` and says nothing of others gets no others: else a
       small model invents properties (it copied the schema into a tool call's arguments)
       until max_tokens. Not done where ``allOf`` merges objects (``closed`` False), since
-      closing each part would refuse the other parts' properties;
+      closing each part would refuse the other parts' properties, nor where ``required``
+      names a property the object does not list;
     - integers get 16 digits at most, else a small model writes digits until max_tokens;
     - the ``format``s llguidance takes loosely are written as the patterns they mean."""
     if isinstance(node, list):
@@ -222,11 +223,15 @@ def _narrowed(node: Any, closed: bool) -> Any:
     if not isinstance(node, dict):
         return node
     out = {key: _narrowed(child, closed) for key, child in node.items()}
+    listed = out.get("properties")
+    required = out.get("required")
     if (
         closed
-        and isinstance(out.get("properties"), dict)
-        and out["properties"]
+        and isinstance(listed, dict)
+        and listed
         and not OPEN_KEYWORDS & out.keys()
+        # A required property it does not list must stay possible.
+        and (not isinstance(required, list) or set(required) <= listed.keys())
     ):
         out["additionalProperties"] = False
     if out.get("type") == "integer":

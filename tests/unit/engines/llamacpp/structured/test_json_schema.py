@@ -214,6 +214,8 @@ def test_listed_properties_close_an_object_for_generation_as_llama_server_does()
     assert accepts({"type": "object"}, '{"b":2}')  # nothing listed: anything goes
     merged = {"allOf": [listed, {"properties": {"b": {"type": "integer"}}}]}
     assert accepts(merged, '{"a":1,"b":2}')  # closing each part would refuse this
+    unlisted = {**listed, "required": ["a", "id"]}  # closing it would make it unsatisfiable
+    assert accepts(unlisted, '{"a":1,"id":2}') and not accepts(unlisted, '{"a":1}')
 
 
 def test_a_grammar_is_compiled_once_per_vocabulary_and_copied_per_request() -> None:
