@@ -148,7 +148,8 @@ def test_mr_requests_shows_what_the_grammar_enforced_and_what_was_checked(
         "model": "smol",
         "messages": [{"role": "user", "content": "Two letters."}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
-        "max_tokens": 20,
+        "max_tokens": 80,
+        "temperature": 0,
     }
     client = served.client()
     if stream:

@@ -135,7 +135,11 @@ def test_a_format_schema_the_answer_fails_is_not_done_as_stop(
 ) -> None:
     ask = [{"role": "user", "content": "Two letters."}]
     answer = client.chat(
-        model="smol", messages=ask, format=DUPLICATES, options={"num_predict": 20}, stream=stream
+        model="smol",
+        messages=ask,
+        format=DUPLICATES,
+        options={"num_predict": 80, "temperature": 0},
+        stream=stream,
     )
     last = list(answer)[-1] if stream else answer
     assert last.done_reason == "schema_invalid"

@@ -214,7 +214,8 @@ def test_an_answer_failing_its_schema_is_reported_not_passed_as_valid(
             "type": "json_schema",
             "json_schema": {"name": "letters", "schema": DUPLICATES},
         },
-        "max_tokens": 50,
+        "max_tokens": 80,
+        "temperature": 0,
     }
     if stream:
         chunks = list(client.chat.completions.create(**request, stream=True))
