@@ -33,6 +33,9 @@ INF = math.inf
         ("-1", INF),
         ("-1m", INF),
         (-0.5, INF),
+        (1e300, INF),  # past a century: kept loaded (a date that far overflows)
+        ("1000000000h", INF),
+        (3_000_000_000, 3e9),
     ],
 )
 def test_ollama_durations(value: KeepAlive | None, seconds: float | None) -> None:

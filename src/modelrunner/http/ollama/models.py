@@ -8,7 +8,6 @@ keeps the facts per model file, so a listing reads each artifact once.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any, Final
 
 from modelrunner import reference
 from modelrunner.errors import ModelRunnerError
-from modelrunner.http.ollama.translate import timestamp
+from modelrunner.http.ollama.translate import KEEP_ALIVE_FOREVER, timestamp
 from modelrunner.model_files import from_local_path
 from modelrunner.registry import ServedModel
 from modelrunner.status import ModelStatus
@@ -162,7 +161,7 @@ def ps_entry(
     entry = tags_entry(model.name, facts)
     del entry["modified_at"]
     endpoint = model.endpoint
-    if keep_alive is not None and math.isfinite(keep_alive) and endpoint is not None:
+    if keep_alive is not None and keep_alive <= KEEP_ALIVE_FOREVER and endpoint is not None:
         idle = 0.0 if endpoint.in_flight else now_mono - endpoint.last_used
         entry["expires_at"] = timestamp(now_unix + max(0.0, keep_alive - idle))
     else:

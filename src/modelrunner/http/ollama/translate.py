@@ -180,6 +180,9 @@ def generate_request(req: OllamaGenerateRequest) -> tuple[str, dict[str, Any], l
     return "chat/completions", body, warnings
 
 
+KEEP_ALIVE_FOREVER: Final = 100 * 365 * 24 * 3600.0
+
+
 def keep_alive_seconds(value: KeepAlive | None) -> float | None:
     """A request's ``keep_alive`` in seconds, as Ollama reads it: a number of seconds or a
     Go duration ("5m", "1h30m", "1.5h", "300ms"); 0 unloads after the request, a negative
@@ -205,7 +208,8 @@ def keep_alive_seconds(value: KeepAlive | None) -> float | None:
         seconds = float(value)
     if math.isnan(seconds):
         raise BadRequest("Invalid keep_alive: not a number", "keep_alive")
-    return float("inf") if seconds < 0 or math.isinf(seconds) else seconds
+    # Past a century is "keep it loaded": a deadline that far out overflows a date.
+    return float("inf") if seconds < 0 or seconds > KEEP_ALIVE_FOREVER else seconds
 
 
 # -- answers ------------------------------------------------------------------------

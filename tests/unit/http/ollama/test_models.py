@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from modelrunner.http.ollama.models import OllamaFacts, ps_entry, show_answer, tags_entry
 from modelrunner.registry import Endpoint, ServedModel
 
@@ -63,8 +67,10 @@ def test_ps_a_busy_model_has_its_whole_keep_alive_left() -> None:
     assert entry["expires_at"] == "1970-01-01T00:01:00Z"
 
 
-def test_ps_kept_loaded_never_expires() -> None:
-    entry = ps_entry(_loaded(), FACTS, float("inf"), 0.0, 0.0)
+@pytest.mark.parametrize("keep_alive", [float("inf"), 1e300, 1e12])
+def test_ps_kept_loaded_never_expires(keep_alive: float) -> None:
+    # 1e300 s once overflowed the date (a 500 on /api/ps, found by the fuzz test)
+    entry = ps_entry(_loaded(), FACTS, keep_alive, time.time(), 0.0)
     assert entry["expires_at"].startswith("2318-")
 
 
