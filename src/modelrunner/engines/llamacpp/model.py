@@ -7,12 +7,14 @@ the C side goes through these few classes, so the rest of the engine is plain Py
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp as C
 
+from modelrunner.engines.llamacpp.structured.loop_guard import closing_tokens
 from modelrunner.engines.llamacpp.structured.mask import GrammarMasks, llama_tokenizer
 
 log = logging.getLogger("modelrunner.llamacpp")
@@ -86,6 +88,17 @@ class Model:
             cached = self._piece_buf.raw[: max(n, 0)]
             self._pieces[token] = cached
         return cached
+
+    @functools.cached_property
+    def closers(self) -> dict[int, Any]:
+        """The loop guard's closing tokens (``structured.loop_guard.closing_tokens``), built
+        on the first JSON answer, in that request's thread (so with a buffer of its own)."""
+        buffer = ctypes.create_string_buffer(256)
+        pieces = []
+        for token in range(self.n_vocab):
+            n = C.llama_token_to_piece(self.vocab, token, buffer, 256, 0, False)
+            pieces.append(buffer.raw[: max(n, 0)])
+        return closing_tokens(pieces)
 
     def _tool_call_markers(self) -> frozenset[int]:
         """Special tokens that mark tool calls ([TOOL_CALLS], <|python_tag|>...): rendered

@@ -17,6 +17,7 @@ from modelrunner.engines.llamacpp.model import Context, Model
 from modelrunner.engines.llamacpp.params import Sampling
 from modelrunner.engines.llamacpp.structured.errors import InvalidRequest
 from modelrunner.engines.llamacpp.structured.grammar_sampling import sample_with_grammar
+from modelrunner.engines.llamacpp.structured.loop_guard import LoopGuard
 from modelrunner.engines.serving import RequestError
 
 DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "no seed given"
@@ -40,6 +41,7 @@ class SamplerChain:
         params.no_perf = True
         self.ptr: Any = C.llama_sampler_chain_init(params)
         self.matcher: Any = None  # kept out of the chain: see structured.grammar_sampling
+        self.guard: LoopGuard | None = None  # for a JSON answer: see structured.loop_guard
         self._end = model.end_token
         try:
             self._build(model, sampling, server_seed)
@@ -72,6 +74,8 @@ class SamplerChain:
                 self.matcher = model.masks.matcher(s.grammar)
             except InvalidRequest as exc:
                 raise RequestError(400, str(exc), exc.param) from None
+            if s.loop_guard:
+                self.guard = LoopGuard(model.closers, model.piece)
         if s.temperature <= 0:
             self._add(C.llama_sampler_init_greedy())
             return
@@ -94,7 +98,7 @@ class SamplerChain:
         (penalties and grammar follow the text generated so far)."""
         if self.matcher is not None:
             logits = context.logits(index)
-            return sample_with_grammar(self.ptr, self.matcher, logits, self._end)
+            return sample_with_grammar(self.ptr, self.matcher, logits, self._end, self.guard)
         return int(C.llama_sampler_sample(self.ptr, context.ptr, index))
 
     def close(self) -> None:

@@ -53,7 +53,9 @@ def compile_grammar(masks: GrammarMasks, chat: ChatPlan) -> None:
 
 
 def with_plan(generation: Generation, chat: ChatPlan) -> Generation:
-    sampling = dataclasses.replace(generation.sampling, grammar=chat.grammar)
+    sampling = dataclasses.replace(
+        generation.sampling, grammar=chat.grammar, loop_guard=chat.json_answer
+    )
     return dataclasses.replace(generation, sampling=sampling, top_logprobs=chat.logprobs)
 
 

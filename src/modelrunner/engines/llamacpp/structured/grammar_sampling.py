@@ -17,15 +17,28 @@ from typing import Any
 import llama_cpp as C
 import numpy as np
 
+from modelrunner.engines.llamacpp.structured.loop_guard import LoopGuard
+
 # llama_token_data: id (int32), logit (float), p (float).
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
-def sample_with_grammar(chain: Any, matcher: Any, logits: Any, end: int) -> int:
+def sample_with_grammar(
+    chain: Any, matcher: Any, logits: Any, end: int, guard: LoopGuard | None = None
+) -> int:
     """Pick a token with ``chain`` that ``matcher`` allows, and record it in both.
 
     ``end``: the token to end with when the grammar allows nothing (a matcher that failed,
-    say on a resource limit): the answer then ends and is checked like any other."""
+    say on a resource limit): the answer then ends and is checked like any other.
+    ``guard``: a JSON answer's loop guard; while it breaks a loop, a closing token the
+    grammar allows is picked before any other."""
+    closing = guard.closing() if guard is not None else None
+    if closing is not None:
+        wanted = allowed_tokens(matcher, len(logits)) & closing
+        if wanted.any():
+            return _record(
+                chain, matcher, guard, _pick(chain, _candidates(np.where(wanted, logits, -np.inf)))
+            )
     token = _pick(chain, _candidates(logits))
     if matcher.validate_tokens([token]) != 1:
         allowed = allowed_tokens(matcher, len(logits))
@@ -33,8 +46,14 @@ def sample_with_grammar(chain: Any, matcher: Any, logits: Any, end: int) -> int:
             token = _pick(chain, _candidates(np.where(allowed, logits, -np.inf)))
         else:
             token = end
+    return _record(chain, matcher, guard, token)
+
+
+def _record(chain: Any, matcher: Any, guard: LoopGuard | None, token: int) -> int:
     matcher.consume_token(token)
     C.llama_sampler_accept(chain, token)
+    if guard is not None:
+        guard.feed(token)
     return token
 
 
