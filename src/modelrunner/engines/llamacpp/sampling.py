@@ -12,6 +12,7 @@ import random
 from typing import Any, NamedTuple
 
 import llama_cpp as C
+import numpy as np
 
 from modelrunner.engines.llamacpp.model import Context, Model
 from modelrunner.engines.llamacpp.params import Sampling
@@ -42,6 +43,7 @@ class SamplerChain:
         self.ptr: Any = C.llama_sampler_chain_init(params)
         self.matcher: Any = None  # kept out of the chain: see structured.grammar_sampling
         self.guard: LoopGuard | None = None  # for a JSON answer: see structured.loop_guard
+        self._argmax: tuple[Any, Any] | None = None  # greedy: (biased tokens, their biases)
         self._end = model.end_token
         try:
             self._build(model, sampling, server_seed)
@@ -58,7 +60,8 @@ class SamplerChain:
                 *(C.llama_logit_bias(token, bias) for token, bias in s.logit_bias)
             )
             self._add(C.llama_sampler_init_logit_bias(model.n_vocab, len(s.logit_bias), entries))
-        if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
+        penalised = s.repeat_penalty != 1.0 or bool(s.frequency_penalty or s.presence_penalty)
+        if penalised:
             self._add(
                 # llama-cpp-python 0.3.36's llama.h takes the vocabulary size first.
                 C.llama_sampler_init_penalties(
@@ -78,6 +81,10 @@ class SamplerChain:
                 self.guard = LoopGuard(model.closers, model.piece)
         if s.temperature <= 0:
             self._add(C.llama_sampler_init_greedy())
+            if not penalised and self.matcher is None:
+                tokens = [token for token, _ in s.logit_bias]
+                biases = [bias for _, bias in s.logit_bias]
+                self._argmax = (np.array(tokens, np.int64), np.array(biases, np.float32))
             return
         if s.top_k > 0:
             self._add(C.llama_sampler_init_top_k(s.top_k))
@@ -99,6 +106,8 @@ class SamplerChain:
         if self.matcher is not None:
             logits = context.logits(index)
             return sample_with_grammar(self.ptr, self.matcher, logits, self._end, self.guard)
+        if self._argmax is not None:
+            return greedy(context.logits(index), *self._argmax)
         return int(C.llama_sampler_sample(self.ptr, context.ptr, index))
 
     def close(self) -> None:
@@ -108,11 +117,20 @@ class SamplerChain:
         self.matcher = None
 
 
+def greedy(logits: Any, tokens: Any, biases: Any) -> int:
+    """The token the chain [logit_bias, greedy] picks, without it: llama_sampler_sample
+    first builds a candidate for every token of the vocabulary (49,152 for SmolLM2), a
+    tenth of a millisecond per token that one argmax over the logits does not pay. The
+    same float additions and the same tie-break (the lowest token) give the same token."""
+    if len(tokens):
+        logits = logits.copy()
+        np.add.at(logits, tokens, biases)  # as the sampler: a token listed twice, twice
+    return int(np.argmax(logits))
+
+
 def logprobs_of(context: Context, index: int, token: int, k: int) -> SampledLogprobs:
     """The sampled token's log-probability and the ``k`` most likely tokens' under the raw
     model distribution (before temperature, penalties or grammar), as OpenAI reports them."""
-    import numpy as np
-
     logits = context.logits(index)
     peak = float(logits.max())
     log_total = peak + math.log(float(np.exp(logits - peak).sum()))
