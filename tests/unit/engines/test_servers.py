@@ -9,7 +9,6 @@ import pytest
 
 from modelrunner.engines.diffusers import main as diffusers_server
 from modelrunner.engines.llamacpp import main as llamacpp_server
-from modelrunner.engines.llamacpp.delivery import sends_on_scheduler
 from modelrunner.engines.llamacpp.launch import physical_cores
 from modelrunner.engines.serving import (
     MAX_BODY,
@@ -116,20 +115,6 @@ def test_error_body_is_openai_shaped() -> None:
 )
 def test_default_threads_are_the_physical_cores(siblings: list[str], cores: int) -> None:
     assert physical_cores(siblings) == cores
-
-
-@pytest.mark.parametrize(
-    ("threads", "cpus", "inline"),
-    [
-        (1, 2, False),  # a CPU to spare: the connection's thread sends while decoding
-        (2, 2, True),  # every CPU computes: the scheduler sends between decodes
-        (4, 2, True),  # more threads than CPUs
-        (1, 1, True),
-        (4, 8, False),  # physical cores of a hyperthreaded host leave siblings free
-    ],
-)
-def test_who_sends_a_stream(threads: int, cpus: int, inline: bool) -> None:
-    assert sends_on_scheduler(threads, cpus) is inline
 
 
 @pytest.mark.parametrize(

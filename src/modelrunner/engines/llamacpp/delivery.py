@@ -1,20 +1,13 @@
-"""How a generation's events reach its client, and which thread sends them.
+"""How a generation's events reach its client: on the scheduler thread, between decodes.
 
 With threads = all cores, every core computes during ``llama_decode``, and any other
 runnable thread takes a core from a compute thread; llama.cpp's barriers then make the
 others wait for it. A Python thread woken per token to write it (JSON, chunk framing, the
 GIL) did exactly that, and the engine fell to a third of llama-server's speed. So the
-scheduler thread itself turns each event into bytes, and with no core to spare it sends
-them too (``MSG_DONTWAIT``: it never blocks on a slow client) after it sampled, before
-the next decode; the connection's thread wakes only to start the answer, every
-``POLL_SECONDS`` to see that its client is still there (and to flush what a full socket
-buffer held back), and at the end.
-
-With a core to spare (threads below the CPUs this process may use), the send itself, a
-loopback TCP write that wakes the client, is 5% of a token's time on the scheduler thread
-at 1 thread (a profile, docs/design/engines.md). There the connection's thread is woken to
-send each chunk (``hand_off``), on the spare core, while the next decode runs:
-``sends_on_scheduler`` decides.
+scheduler thread itself turns each event into bytes and sends them (``MSG_DONTWAIT``: it
+never blocks on a slow client) after it sampled, before the next decode; the connection's
+thread wakes only to start the answer, every ``POLL_SECONDS`` to see that its client is
+still there (and to flush what a full socket buffer held back), and at the end.
 
 - ``CollectedAnswer``: a plain answer, built on the scheduler thread; the connection's
   thread sends it once it is complete.
@@ -107,25 +100,13 @@ class CollectedAnswer:
         return result
 
 
-def sends_on_scheduler(threads: int, cpus: int) -> bool:
-    """Whether the scheduler thread sends a stream's chunks itself: when llama.cpp's
-    ``threads`` leave no CPU free for the connection's thread to send them on."""
-    return threads >= cpus
-
-
 class StreamedAnswer(SelfWritten):
-    """A streamed answer, shaped by the scheduler thread as each event comes, and sent by
-    it, or with ``hand_off`` by the connection's thread, woken for each chunk."""
+    """A streamed answer, sent by the scheduler thread as each event comes."""
 
     def __init__(
-        self,
-        outputs: Sequence[ChatOutput],
-        include_usage: bool,
-        cancel: Callable[[], None],
-        hand_off: bool = False,
+        self, outputs: Sequence[ChatOutput], include_usage: bool, cancel: Callable[[], None]
     ):
         self._outputs = outputs
-        self._hand_off = hand_off
         self._usages: dict[int, TokenCounts] = {}  # each finished choice's token counts
         self._include_usage = include_usage
         self._cancel = cancel
@@ -133,8 +114,7 @@ class StreamedAnswer(SelfWritten):
         self._pending = bytearray()
         self._socket: socket.socket | None = None  # set once the headers are out
         self._broken = False
-        self._ended = False
-        self._wake = threading.Event()  # the end, or with hand_off any chunk
+        self._done = threading.Event()
 
     # -- the scheduler thread ---------------------------------------------------------------
     def deliver(self, event: Event) -> None:
@@ -145,11 +125,9 @@ class StreamedAnswer(SelfWritten):
             data, end = chunk(sse(error_body(500, f"{type(exc).__name__}: {exc}"))) + _END, True
         with self._lock:
             self._pending += data
-            self._ended = end
-            if not self._hand_off:
-                self._send_some()
-        if end or self._hand_off:
-            self._wake.set()
+            self._send_some()
+        if end:
+            self._done.set()
 
     def _encode(self, event: Event) -> tuple[bytes, bool]:
         if isinstance(event, Delta):
@@ -195,12 +173,9 @@ class StreamedAnswer(SelfWritten):
             self._socket = handler.connection
             self._send_some()
         while True:
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()  # what came before is in _pending, read under the lock
+            ended = self._done.wait(POLL_SECONDS)
             with self._lock:
-                if self._hand_off:
-                    self._send_some()
-                broken, left, ended = self._broken, bool(self._pending), self._ended
+                broken, left = self._broken, bool(self._pending)
             if broken or client_gone():
                 self._cancel()
                 raise ClientGone

@@ -3,7 +3,6 @@ optional embedder; turns request bodies into scheduler jobs (the HTTP side runs 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -12,7 +11,6 @@ from modelrunner.engines.llamacpp import structured_hook as structured
 from modelrunner.engines.llamacpp.answers import ChatOutput, CompletionOutput, one_answer
 from modelrunner.engines.llamacpp.chat_template import CHATML, ChatTemplate, check_messages
 from modelrunner.engines.llamacpp.choices import check_fits, choice_seeds
-from modelrunner.engines.llamacpp.delivery import sends_on_scheduler
 from modelrunner.engines.llamacpp.jobs import Job
 from modelrunner.engines.llamacpp.metrics import EngineMetrics
 from modelrunner.engines.llamacpp.model import Context, ContextSettings, Model
@@ -55,8 +53,6 @@ class Engine:
             config.model_path, config.n_gpu_layers, config.use_mmap, config.use_mlock
         )
         threads = config.threads
-        # With a CPU to spare, streams are sent from it (delivery.sends_on_scheduler).
-        self.hand_off = not sends_on_scheduler(threads, len(os.sched_getaffinity(0)))
         slots = max(1, config.parallel)
         self.context = Context(
             self.model,

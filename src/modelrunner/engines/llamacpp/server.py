@@ -65,9 +65,7 @@ def _generation(engine: Engine, make_job: JobMaker) -> Callable[[dict[str, Any]]
 
         sink: StreamedAnswer | CollectedAnswer
         if job.generation.stream:
-            sink = StreamedAnswer(
-                outputs, job.generation.include_usage, cancel, hand_off=engine.hand_off
-            )
+            sink = StreamedAnswer(outputs, job.generation.include_usage, cancel)
         else:
             sink = CollectedAnswer(outputs)
         job.sink = sink  # before submit: every event goes to it
