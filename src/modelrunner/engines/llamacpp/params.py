@@ -31,7 +31,7 @@ class Sampling:
     logit_bias: tuple[tuple[int, float], ...] = ()
     seed: int | None = None  # None: the server's --seed, else a random one
     grammar: str | None = None  # llguidance's; constrains this request's tokens only
-    loop_guard: bool = False  # the grammar's answer is JSON: end its loops (loop_guard.py)
+    loop_guard: bool = False  # the grammar leaves no free text: end loops (loop_guard.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ def compile_grammar(masks: GrammarMasks, chat: ChatPlan) -> None:
 
 def with_plan(generation: Generation, chat: ChatPlan) -> Generation:
     sampling = dataclasses.replace(
-        generation.sampling, grammar=chat.grammar, loop_guard=chat.json_answer
+        generation.sampling, grammar=chat.grammar, loop_guard=chat.loop_guard
     )
     return dataclasses.replace(generation, sampling=sampling, top_logprobs=chat.logprobs)
 

@@ -425,6 +425,39 @@ def test_named_tool_choice_returns_a_valid_call(client: OpenAI) -> None:
     check_call(call.function.name, call.function.arguments)
 
 
+def test_a_looping_forced_call_is_closed_not_cut(server: Server, client: OpenAI) -> None:
+    # As for a JSON answer: a call forced by tool_choice ends its looping argument.
+    found = httpx.post(
+        server.url + "/tokenize",
+        json={"model": MODEL, "prompt": "1", "add_special_tokens": False},
+    ).json()
+    lookup: Any = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {
+                "type": "object",
+                "properties": {"id": {"type": "string"}},
+                "required": ["id"],
+            },
+        },
+    }
+    answer = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Look up the record."}],
+        tools=[lookup],
+        tool_choice={"type": "function", "function": {"name": "lookup"}},
+        logit_bias={str(found["tokens"][0]): 100},
+        temperature=0,
+        max_tokens=300,
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls", choice.message
+    calls = choice.message.tool_calls or []
+    arguments = json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
+    assert arguments["id"].endswith("1" * 64) and len(arguments["id"]) < 80, arguments
+
+
 def test_named_tool_choice_streams_a_valid_call(client: OpenAI) -> None:
     stream = client.chat.completions.create(
         model=MODEL,
