@@ -31,7 +31,6 @@ class Sampling:
     logit_bias: tuple[tuple[int, float], ...] = ()
     seed: int | None = None  # None: the server's --seed, else a random one
     grammar: str | None = None  # llguidance's; constrains this request's tokens only
-    loop_guard: bool = False  # the grammar leaves no free text: end loops (loop_guard.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +183,7 @@ def parse_generation(
         include_usage = boolean(options, "include_usage", False)
     grammar = parse_response_format(body.get("response_format")) if response_format else None
     if grammar is not None:
-        sampling = replace(sampling, grammar=grammar, loop_guard=True)
+        sampling = replace(sampling, grammar=grammar)
     return Generation(
         sampling=sampling,
         max_tokens=max_tokens,

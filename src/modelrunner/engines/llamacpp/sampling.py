@@ -42,7 +42,7 @@ class SamplerChain:
         params.no_perf = True
         self.ptr: Any = C.llama_sampler_chain_init(params)
         self.matcher: Any = None  # kept out of the chain: see structured.grammar_sampling
-        self.guard: LoopGuard | None = None  # for a JSON answer: see structured.loop_guard
+        self.guard: LoopGuard | None = None  # with the grammar: see structured.loop_guard
         self._argmax: tuple[Any, Any] | None = None  # greedy: (biased tokens, their biases)
         self._end = model.end_token
         try:
@@ -77,8 +77,7 @@ class SamplerChain:
                 self.matcher = model.masks.matcher(s.grammar)
             except InvalidRequest as exc:
                 raise RequestError(400, str(exc), exc.param) from None
-            if s.loop_guard:
-                self.guard = LoopGuard(model.closers, model.piece)
+            self.guard = LoopGuard(model.closers, model.piece)
         if s.temperature <= 0:
             self._add(C.llama_sampler_init_greedy())
             if not penalised and self.matcher is None:

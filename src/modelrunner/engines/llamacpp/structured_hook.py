@@ -53,9 +53,7 @@ def compile_grammar(masks: GrammarMasks, chat: ChatPlan) -> None:
 
 
 def with_plan(generation: Generation, chat: ChatPlan) -> Generation:
-    sampling = dataclasses.replace(
-        generation.sampling, grammar=chat.grammar, loop_guard=chat.loop_guard
-    )
+    sampling = dataclasses.replace(generation.sampling, grammar=chat.grammar)
     return dataclasses.replace(generation, sampling=sampling, top_logprobs=chat.logprobs)
 
 

@@ -31,8 +31,6 @@ class ChatPlan:
     logprobs: int | None  # None: off; else alternatives per token (0-20)
     schema: SchemaGrammar | None = None  # what a plain answer is checked against
     grammar_param: str = "response_format"  # the request field the grammar comes from
-    # No free text anywhere (a JSON answer, or a forced call): the loop guard may read it.
-    loop_guard: bool = False
 
 
 def plan_chat(body: dict[str, Any], info: TemplateInfo) -> ChatPlan:
@@ -63,7 +61,6 @@ def plan_chat(body: dict[str, Any], info: TemplateInfo) -> ChatPlan:
         logprobs_.requested(body),
         schema if not tools.forced else None,
         "tools" if tools.forced or answer is None else answer[1],
-        tools.forced or (schema is not None and grammar == schema.grammar),
     )
 
 

@@ -15,10 +15,11 @@ that start with the expected one (``"``, ``]`` or ``}``). Where the grammar allo
 would. The grammar still decides every token, so the answer stays valid against the
 schema; only the repeated stretch is cut short.
 
-Only where the grammar leaves no free text, so the nesting read here is the answer's own:
-``response_format`` answers, and calls forced by ``tool_choice`` (``required`` or a named
-function: the call markup around the JSON holds no quotes or brackets but Mistral's, which
-open and close). With ``tool_choice: auto`` the model may write prose, and it is left alone.
+Every grammar the engine builds leaves no free text, so the nesting read here is the
+answer's own: ``response_format`` answers, calls forced by ``tool_choice`` (the call markup
+around the JSON holds no quotes or brackets but Mistral's, which open and close), and
+``auto`` beside a ``response_format`` (a call or the answer). ``tool_choice: auto`` alone
+has no grammar: the model may write prose, and it is left alone.
 """
 
 from __future__ import annotations
