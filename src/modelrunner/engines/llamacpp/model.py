@@ -15,7 +15,11 @@ from typing import Any
 import llama_cpp as C
 
 from modelrunner.engines.llamacpp.structured.loop_guard import closing_tokens
-from modelrunner.engines.llamacpp.structured.mask import GrammarMasks, llama_tokenizer
+from modelrunner.engines.llamacpp.structured.mask import (
+    GrammarMasks,
+    llama_tokenizer,
+    vocabulary_pieces,
+)
 
 log = logging.getLogger("modelrunner.llamacpp")
 
@@ -92,13 +96,8 @@ class Model:
     @functools.cached_property
     def closers(self) -> dict[int, Any]:
         """The loop guard's closing tokens (``structured.loop_guard.closing_tokens``), built
-        on the first JSON answer, in that request's thread (so with a buffer of its own)."""
-        buffer = ctypes.create_string_buffer(256)
-        pieces = []
-        for token in range(self.n_vocab):
-            n = C.llama_token_to_piece(self.vocab, token, buffer, 256, 0, False)
-            pieces.append(buffer.raw[: max(n, 0)])
-        return closing_tokens(pieces)
+        on the first grammar, in that request's thread."""
+        return closing_tokens(vocabulary_pieces(self.vocab))
 
     def _tool_call_markers(self) -> frozenset[int]:
         """Special tokens that mark tool calls ([TOOL_CALLS], <|python_tag|>...): rendered

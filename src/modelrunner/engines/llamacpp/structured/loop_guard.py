@@ -43,7 +43,7 @@ CLOSING_BYTES: Final = frozenset(b'"]}') | frozenset(b" \t\r\n")
 def repeating_period(text: bytes) -> int | None:
     """The shortest period the end of ``text`` repeats with, if it is a loop (see above)."""
     for period in range(1, MAX_PERIOD + 1):
-        span = max(MIN_COPIES * period, MIN_SPAN)
+        span = loop_span(period)
         if len(text) < span:
             return None  # spans only grow with the period
         if text[len(text) - span + period :] == text[len(text) - span : len(text) - period]:

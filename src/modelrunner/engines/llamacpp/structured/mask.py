@@ -86,9 +86,23 @@ def llama_tokenizer(vocab: Any) -> Any:
     (a warning per token): control tokens, and user-defined ones written like ``<x>``, are
     marked special (a leading 0xFF), so grammar text never matches them."""
     n = C.llama_vocab_n_tokens(vocab)
+    ends = [t for t in range(n) if C.llama_vocab_is_eog(vocab, t)]
+    tokenize = ctypes.cast(C.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+    return llguidance.LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
+        tokens=vocabulary_pieces(vocab),
+        vocab_ptr=vocab,
+        tokenize_fptr=tokenize,
+        eos_token=ends or C.llama_vocab_eos(vocab),
+        slices=None,
+    )
+
+
+def vocabulary_pieces(vocab: Any) -> list[bytes]:
+    """Every token's bytes, control tokens (and user-defined ones written like ``<x>``)
+    behind a leading 0xFF, which no text starts with."""
     buffer = ctypes.create_string_buffer(PIECE_BYTES)
     pieces: list[bytes] = []
-    for token in range(n):
+    for token in range(C.llama_vocab_n_tokens(vocab)):
         size = C.llama_token_to_piece(vocab, token, buffer, PIECE_BYTES, 0, True)
         piece = buffer.raw[: max(size, 0)]
         attributes = C.llama_vocab_get_attr(vocab, token)
@@ -99,12 +113,4 @@ def llama_tokenizer(vocab: Any) -> Any:
         ):
             piece = b"\xff" + piece
         pieces.append(piece)
-    ends = [t for t in range(n) if C.llama_vocab_is_eog(vocab, t)]
-    tokenize = ctypes.cast(C.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
-    return llguidance.LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
-        tokens=pieces,
-        vocab_ptr=vocab,
-        tokenize_fptr=tokenize,
-        eos_token=ends or C.llama_vocab_eos(vocab),
-        slices=None,
-    )
+    return pieces

@@ -163,39 +163,33 @@ def test_json_schema_streams_the_same_valid_answer(client: OpenAI) -> None:
     jsonschema.validate(json.loads(streamed), PET_SCHEMA)
 
 
-def test_a_looping_json_answer_is_closed_not_cut(server: Server, client: OpenAI) -> None:
-    # A bias on "1" makes the model write 1s inside the string for ever, as SmolLM2 does
-    # unbiased on many real-world schemas: the loop guard closes the string after 64.
+def bias_to_ones(server: Server) -> dict[str, int]:
+    """A logit_bias that makes SmolLM2 write 1s wherever the grammar lets it, for ever."""
     found = httpx.post(
         server.url + "/tokenize",
         json={"model": MODEL, "prompt": "1", "add_special_tokens": False},
     ).json()
+    return {str(found["tokens"][0]): 100}
+
+
+def test_a_looping_json_answer_is_closed_not_cut(server: Server, client: OpenAI) -> None:
+    # A bias on "1" makes the model write 1s inside the string for ever, as SmolLM2 does
+    # unbiased on many real-world schemas: the loop guard closes the string after 64.
     schema = {
         "type": "object",
         "properties": {"id": {"type": "string"}, "n": {"type": "integer"}},
         "required": ["id", "n"],
     }
     for stream in (False, True):
-        text, finish = "", None
-        request: Any = {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "Give a record with an id."}],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "r", "schema": schema},
-            },
-            "logit_bias": {str(found["tokens"][0]): 100},
-            "temperature": 0,
-            "max_tokens": 300,
-        }
-        if stream:
-            for chunk in client.chat.completions.create(stream=True, **request):
-                if chunk.choices:
-                    text += chunk.choices[0].delta.content or ""
-                    finish = chunk.choices[0].finish_reason or finish
-        else:
-            choice = client.chat.completions.create(**request).choices[0]
-            text, finish = choice.message.content or "", choice.finish_reason
+        text, _, finish = ask(
+            client,
+            stream,
+            messages=[{"role": "user", "content": "Give a record with an id."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
+            logit_bias=bias_to_ones(server),
+            temperature=0,
+            max_tokens=300,
+        )
         assert finish == "stop", text
         value = json.loads(text)
         jsonschema.validate(value, schema)
@@ -427,10 +421,6 @@ def test_named_tool_choice_returns_a_valid_call(client: OpenAI) -> None:
 
 def test_a_looping_forced_call_is_closed_not_cut(server: Server, client: OpenAI) -> None:
     # As for a JSON answer: a call forced by tool_choice ends its looping argument.
-    found = httpx.post(
-        server.url + "/tokenize",
-        json={"model": MODEL, "prompt": "1", "add_special_tokens": False},
-    ).json()
     lookup: Any = {
         "type": "function",
         "function": {
@@ -447,7 +437,7 @@ def test_a_looping_forced_call_is_closed_not_cut(server: Server, client: OpenAI)
         messages=[{"role": "user", "content": "Look up the record."}],
         tools=[lookup],
         tool_choice={"type": "function", "function": {"name": "lookup"}},
-        logit_bias={str(found["tokens"][0]): 100},
+        logit_bias=bias_to_ones(server),
         temperature=0,
         max_tokens=300,
     )
