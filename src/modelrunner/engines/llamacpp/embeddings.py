@@ -97,6 +97,8 @@ class Embedder:
             item if isinstance(item, list) else self.model.tokenize(item) for item in inputs
         ]
         for i, tokens in enumerate(token_lists):
+            if not tokens:  # a text of control characters only: nothing to decode
+                raise RequestError(400, f"input[{i}] gives no tokens", f"input[{i}]")
             if len(tokens) > self.context.n_ctx:
                 raise RequestError(
                     400,

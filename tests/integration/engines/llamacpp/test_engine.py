@@ -395,6 +395,14 @@ def test_embeddings_when_the_manifest_asks(client: httpx.Client) -> None:
     assert alone["embedding"] == pytest.approx(vectors[1], rel=1e-4, abs=1e-5)
 
 
+def test_an_embeddings_input_of_no_tokens_is_a_400(client: httpx.Client) -> None:
+    # A control character alone tokenizes to nothing (the fuzz test found it a 500).
+    response = client.post("/v1/embeddings", json={"input": ["hello", "\u0013"]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "input[1]" and "no tokens" in error["message"]
+
+
 def test_context_size_is_honoured(client: httpx.Client) -> None:
     body = ask("word " * 600, max_tokens=4)  # over the manifest's context_size of 512
     for streaming in (False, True):
