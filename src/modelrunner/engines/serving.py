@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
+import msgspec
+
 log = logging.getLogger("modelrunner.engine_server")
 
 MAX_BODY: Final = 32 * 1024 * 1024
@@ -206,9 +208,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+_encode_json = msgspec.json.Encoder().encode
+
+
 def sse(event: Event) -> bytes:
-    """One server-sent event."""
-    return b"data: " + json.dumps(event).encode() + b"\n\n"
+    """One server-sent event. msgspec, not json: it runs once per generated token, and
+    costs a tenth of json.dumps (compact, UTF-8, a non-finite float written as null)."""
+    return b"data: " + _encode_json(event) + b"\n\n"
 
 
 class EngineHTTPServer(ThreadingHTTPServer):

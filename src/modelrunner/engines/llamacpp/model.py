@@ -23,6 +23,8 @@ from modelrunner.engines.llamacpp.structured.mask import (
 
 log = logging.getLogger("modelrunner.llamacpp")
 
+MAX_VIEWS = 256  # logits views a context keeps (one per output row used)
+
 
 def quiet_llama(verbose: bool) -> None:
     """llama-cpp-python prints every llama.cpp log line unless its logger says otherwise."""
@@ -195,6 +197,7 @@ class Context:
         self.n_ctx: int = C.llama_n_ctx(ptr)
         self.n_ctx_seq: int = C.llama_n_ctx_seq(ptr)
         self.n_batch = settings.n_batch
+        self._views: dict[int | None, Any] = {}  # logits views by address (``logits``)
 
     def pooling_type(self) -> int:
         return int(C.llama_pooling_type(self.ptr))
@@ -207,11 +210,22 @@ class Context:
         C.llama_memory_clear(self.memory, True)
 
     def logits(self, index: int) -> Any:
-        """The raw logits of the batch's ``index``-th output, as a numpy view (no copy)."""
-        import numpy as np
+        """The raw logits of the batch's ``index``-th output, as a numpy view (no copy).
 
+        The views are kept by address: llama.cpp writes every step's logits into the same
+        buffer, and building a view (``np.ctypeslib.as_array``) cost 50 us per token right
+        after a decode, when the decode has pushed the interpreter out of the caches."""
         pointer = C.llama_get_logits_ith(self.ptr, index)
-        return np.ctypeslib.as_array(pointer, shape=(self.model.n_vocab,))
+        address = ctypes.cast(pointer, ctypes.c_void_p).value
+        view = self._views.get(address)
+        if view is None:
+            import numpy as np
+
+            if len(self._views) >= MAX_VIEWS:  # a prompt's many outputs (embeddings, say)
+                self._views.clear()
+            view = np.ctypeslib.as_array(pointer, shape=(self.model.n_vocab,))
+            self._views[address] = view
+        return view
 
     def sequence_embedding(self, seq: int) -> list[float]:
         pointer = C.llama_get_embeddings_seq(self.ptr, seq)

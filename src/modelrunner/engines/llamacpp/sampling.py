@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import llama_cpp as C
@@ -43,7 +44,7 @@ class SamplerChain:
         self.ptr: Any = C.llama_sampler_chain_init(params)
         self.matcher: Any = None  # kept out of the chain: see structured.grammar_sampling
         self.guard: LoopGuard | None = None  # with the grammar: see structured.loop_guard
-        self._argmax: tuple[Any, Any] | None = None  # greedy: (biased tokens, their biases)
+        self._argmax: tuple[tuple[int, Any], ...] | None = None  # greedy: its logit_bias
         self._end = model.end_token
         try:
             self._build(model, sampling, server_seed)
@@ -81,9 +82,7 @@ class SamplerChain:
         if s.temperature <= 0:
             self._add(C.llama_sampler_init_greedy())
             if not penalised and self.matcher is None:
-                tokens = [token for token, _ in s.logit_bias]
-                biases = [bias for _, bias in s.logit_bias]
-                self._argmax = (np.array(tokens, np.int64), np.array(biases, np.float32))
+                self._argmax = tuple((token, np.float32(b)) for token, b in s.logit_bias)
             return
         if s.top_k > 0:
             self._add(C.llama_sampler_init_top_k(s.top_k))
@@ -106,7 +105,7 @@ class SamplerChain:
             logits = context.logits(index)
             return sample_with_grammar(self.ptr, self.matcher, logits, self._end, self.guard)
         if self._argmax is not None:
-            return greedy(context.logits(index), *self._argmax)
+            return greedy(context.logits(index), self._argmax)
         return int(C.llama_sampler_sample(self.ptr, context.ptr, index))
 
     def close(self) -> None:
@@ -116,15 +115,32 @@ class SamplerChain:
         self.matcher = None
 
 
-def greedy(logits: Any, tokens: Any, biases: Any) -> int:
+def greedy(logits: Any, bias: Sequence[tuple[int, Any]]) -> int:
     """The token the chain [logit_bias, greedy] picks, without it: llama_sampler_sample
     first builds a candidate for every token of the vocabulary (49,152 for SmolLM2), a
     tenth of a millisecond per token that one argmax over the logits does not pay. The
-    same float additions and the same tie-break (the lowest token) give the same token."""
-    if len(tokens):
-        logits = logits.copy()
-        np.add.at(logits, tokens, biases)  # as the sampler: a token listed twice, twice
-    return int(np.argmax(logits))
+    same float32 additions, in the same order, and the same tie-break (the lowest token)
+    give the same token.
+
+    Nor is the vocabulary copied to add the biases: when the raw argmax carries no bias, it
+    is also the first best of the unbiased tokens, so only a biased token can beat it (the
+    usual case: the end tokens banned). ``bias``: (token, np.float32 amount) pairs."""
+    best = int(np.argmax(logits))
+    if not bias:
+        return best
+    values: dict[int, Any] = {}
+    for token, amount in bias:  # a token listed twice adds twice, as in the sampler
+        values[token] = values.get(token, logits[token]) + amount
+    if best in values:
+        biased = logits.copy()
+        for token, value in values.items():
+            biased[token] = value
+        return int(np.argmax(biased))
+    winner, top = best, logits[best]
+    for token, value in values.items():
+        if value > top or (value == top and token < winner):
+            winner, top = token, value
+    return winner
 
 
 def logprobs_of(context: Context, index: int, token: int, k: int) -> SampledLogprobs:
