@@ -184,13 +184,13 @@ def paired(runs: Runs, name: str, base: str, key: str) -> list[float]:
     return [a / b for a, b in zip(runs[name][key], runs[base][key], strict=True)]
 
 
-def spread(ratios: list[float]) -> str:
+def spread(ratios: list[float], digits: int = 2) -> str:
     """The median ratio and, over several rounds, the middle half of them."""
     median = statistics.median(ratios)
     if len(ratios) < 2:
-        return f"{median:.2f}x"
+        return f"{median:.{digits}f}x"
     q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return f"{median:.2f}x ({q1:.2f}-{q3:.2f})"
+    return f"{median:.{digits}f}x ({q1:.2f}-{q3:.2f})"
 
 
 def print_table(label: str, runs: Runs) -> None:
@@ -229,7 +229,7 @@ def print_goals(results: list[tuple[str, Runs]]) -> None:
                 unsure = (q3 >= bound) if floor else (q1 <= bound)
                 verdict = "met" if sure else "met, within noise" if met else (
                     "missed, within noise" if unsure else "missed")  # fmt: skip
-                cells.append(f"{spread(ratios)} {verdict}")
+                cells.append(f"{spread(ratios, 3)} {verdict}")  # 0.997x is not 1.00x
             sign = ">=" if floor else "<="
             print(f"| {label} | {key} | {cells[0]} | {cells[1]} | {sign} {bound:.1f}x |")
 
