@@ -3,7 +3,8 @@
 ``Recorder.watch`` wraps a proxied (or translated: ``inspector_translated``) request's
 ASGI ``send``: it passes every message on
 first and looks at it afterwards, so nothing is held back. A streamed answer is
-reassembled as it passes (``StreamAssembler``); a whole answer is kept as is. Bodies are
+reassembled as it passes (``StreamAssembler``), read ``FEED_BATCH`` bytes at a time; a
+whole answer is kept as is. Bodies are
 turned into text (media shortened, cut at 64 KiB) only when someone reads them, except
 bodies over the limit, which are cut as soon as the answer is complete (not before: the
 client gets its answer first) so they do not stay in memory.
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
     from modelrunner.registry import Registry
 
 _FOLLOW_BACKLOG: Final = 100  # pairs a slow follower may lag behind before it misses some
+# A stream's chunks are given to its assembler this many bytes at a time, not one by one:
+# a chunk is one token, and parsing each alone (on a cold cache, between the engine's
+# decodes) made mr's CPU per relayed token 0.22 ms against 0.18 without the inspector;
+# read in batches, 0.19 (bench: 4 streams of 512 tokens, medians of 4 alternating runs).
+FEED_BATCH: Final = 16 * 1024
 
 
 class Assembler(Protocol):
@@ -278,19 +284,26 @@ class _Watch:
                     self._entry.stream = self._assembler is not None
         elif kind == "http.response.body":
             chunk: bytes = seen.get("body", b"")
-            if self._assembler is not None:
-                self._assembler.feed(chunk)
-            elif chunk:
+            if chunk:  # the whole answer, or the stream's chunks its assembler has not read
                 self._parts.append(chunk)
                 self._size += len(chunk)
+                if self._assembler is not None and self._size >= FEED_BATCH:
+                    self._feed(self._assembler)
             if not seen.get("more_body", False):
                 self._entry.finish(None, self._answer(), complete=True)
                 self._recorder.done(self._entry)
+
+    def _feed(self, assembler: Assembler) -> None:
+        assembler.feed(self._parts[0] if len(self._parts) == 1 else b"".join(self._parts))
+        self._parts.clear()
+        self._size = 0
 
     def _answer(self) -> bytes | str:
         assembler = self._assembler
         if assembler is None:
             return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        if self._parts:
+            self._feed(assembler)
         if assembler.error is not None:
             return msgspec.json.encode(assembler.error)
         final = assembler.result()

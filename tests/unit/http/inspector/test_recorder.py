@@ -19,7 +19,7 @@ from modelrunner.http.inspector.body import (
     recorded_text,
     shorten_base64,
 )
-from modelrunner.http.inspector.recorder import Recorder, abandon
+from modelrunner.http.inspector.recorder import FEED_BATCH, Recorder, abandon
 from modelrunner.registry import Registry, ServedModel
 
 PNG = base64.b64encode(bytes(range(256)) * 40).decode()  # 13,654 base64 characters
@@ -323,6 +323,37 @@ def test_recorder_reassembles_a_stream_and_passes_every_message_on_unchanged() -
     [record] = recorder.snapshot("ai/smollm2")[0].records
     assert record.stream
     assert json.loads(record.response or "")["choices"][0]["message"]["content"] == "Hello"
+
+
+def _token_chunks(count: int) -> list[bytes]:
+    """A streamed chat answer as an engine sends it: one chunk per token."""
+    events = [
+        {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+         "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
+        for i in range(count)
+    ]  # fmt: skip
+    return [_sse(event) for event in events]
+
+
+@pytest.mark.parametrize("abandoned", [False, True])
+def test_a_long_stream_is_read_in_batches_and_whole(abandoned: bool) -> None:
+    """Chunks reach the assembler FEED_BATCH bytes at a time: a stream many batches long is
+    still reassembled whole, and one cut short keeps every token that passed."""
+    chunks = _token_chunks(600)
+    assert sum(map(len, chunks)) > 4 * FEED_BATCH
+    recorder = Recorder(10, _registry())
+    messages = [
+        _start(b"text/event-stream"),
+        *({"type": "http.response.body", "body": c, "more_body": True} for c in chunks),
+    ]
+    if not abandoned:
+        messages.append({"type": "http.response.body", "body": b"", "more_body": False})
+    sent = asyncio.run(_answer(recorder, "smollm2", messages))
+    assert sent == messages  # every message passed on, in order
+    [record] = recorder.snapshot("ai/smollm2")[0].records
+    content = json.loads(record.response or "")["choices"][0]["message"]["content"]
+    assert content == "".join(f"t{i} " for i in range(600))
+    assert record.complete is not abandoned
 
 
 def test_failed_and_abandoned_answers() -> None:
