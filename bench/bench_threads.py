@@ -184,12 +184,19 @@ def paired(runs: Runs, name: str, base: str, key: str) -> list[float]:
     return [a / b for a, b in zip(runs[name][key], runs[base][key], strict=True)]
 
 
+def quartiles(ratios: list[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile); one round gives its value thrice."""
+    if len(ratios) < 2:
+        return (ratios[0],) * 3
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q1, statistics.median(ratios), q3
+
+
 def spread(ratios: list[float], digits: int = 2) -> str:
     """The median ratio and, over several rounds, the middle half of them."""
-    median = statistics.median(ratios)
+    q1, median, q3 = quartiles(ratios)
     if len(ratios) < 2:
         return f"{median:.{digits}f}x"
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
     return f"{median:.{digits}f}x ({q1:.2f}-{q3:.2f})"
 
 
@@ -222,8 +229,7 @@ def print_goals(results: list[tuple[str, Runs]]) -> None:
             cells = []
             for name in ("engine", "mr serve"):
                 ratios = paired(runs, name, "llama-server", key)
-                median = statistics.median(ratios)
-                q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (median,) * 3
+                q1, median, q3 = quartiles(ratios)
                 met = median >= bound if floor else median <= bound
                 sure = (q1 >= bound) if floor else (q3 <= bound)
                 unsure = (q3 >= bound) if floor else (q1 <= bound)

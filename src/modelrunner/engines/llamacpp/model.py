@@ -221,7 +221,7 @@ class Context:
         if view is None:
             import numpy as np
 
-            if len(self._views) >= MAX_VIEWS:  # a prompt's many outputs (embeddings, say)
+            if len(self._views) >= MAX_VIEWS:  # stale addresses of a reallocated buffer
                 self._views.clear()
             view = np.ctypeslib.as_array(pointer, shape=(self.model.n_vocab,))
             self._views[address] = view
