@@ -36,6 +36,7 @@ import httpx
 
 from modelrunner.engines import exits
 from modelrunner.engines.exits import Exit
+from modelrunner.engines.health import HealthProbe
 from modelrunner.engines.launch import Launch
 from modelrunner.engines.logfile import RotatingLog, Tail
 from modelrunner.engines.memory import group_alive, group_rss_bytes
@@ -312,22 +313,20 @@ class EngineProcess:
     async def _watch_health(self) -> str:
         live, path = self.liveness, self.launch.health_path if self.launch else "/health"
         last_good = time.monotonic()
-        async with httpx.AsyncClient(base_url=self.base_url) as client:
+        probe = HealthProbe("127.0.0.1", self.port, path)
+        try:
             while True:
                 await asyncio.sleep(live.interval)
                 left = live.hung_after - (time.monotonic() - last_good)
-                try:
-                    answer = await client.get(path, timeout=max(0.1, left))
-                    healthy = answer.status_code == 200
-                except httpx.HTTPError:
-                    healthy = False
-                if healthy:
+                if await probe.healthy(timeout=max(0.1, left)):
                     last_good = time.monotonic()
                 elif time.monotonic() - last_good >= live.hung_after:
                     return (
                         f"hung: no progress for {live.hung_after:g} s (no answer from {path} "
                         "while serving); killed with SIGKILL"
                     )
+        finally:
+            probe.close()
 
     async def _wait_exit(self) -> Exit:
         proc = self._proc

@@ -22,6 +22,8 @@ def uvicorn_server(
     limits; ``options`` go to ``uvicorn.Config``."""
     try:
         import uvicorn
+
+        from modelrunner.http.quiet_server import QuietServer
     except ImportError:
         raise UsageError("serving needs uvicorn: pip install 'uvicorn[standard]'") from None
     limits = ConnectionLimits(max_connections=settings.max_connections)
@@ -37,7 +39,7 @@ def uvicorn_server(
         h11_max_incomplete_event_size=limits.max_header_bytes,
         **options,
     )
-    return uvicorn.Server(config)
+    return QuietServer(config)
 
 
 def serve(app: Litestar, settings: Settings, **options: Any) -> None:
