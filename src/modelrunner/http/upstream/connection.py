@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Final, cast
 
-from modelrunner.http.upstream.parse import MalformedResponse, ResponseParser
+from modelrunner.wire import MalformedResponse, ResponseParser
 
 _HIGH_WATER: Final = 256 * 1024
 _SMALL_BODY: Final = 64 * 1024

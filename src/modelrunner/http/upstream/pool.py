@@ -12,7 +12,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from modelrunner.http.upstream.connection import CannotConnect, UpstreamConnection
-from modelrunner.http.upstream.parse import request_head
+from modelrunner.wire import request_head
 
 # Below uvicorn's 5 s keep-alive (vLLM's server): an idle connection is dropped before
 # the engine could close it under a request just sent.

@@ -11,7 +11,7 @@ from typing import Any, cast
 from modelrunner.http.upstream.forwarder import Forwarder
 from modelrunner.metrics import Metrics
 from modelrunner.registry import Endpoint, Registry, ServedModel
-from tests.unit.http.upstream.test_pool import CHUNKED, PLAIN, Engine, Handler, scripted
+from tests.fixtures.loopback import CHUNKED, PLAIN, Engine, Handler, scripted
 
 
 def proxied(

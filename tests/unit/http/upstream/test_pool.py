@@ -5,95 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 
 from modelrunner.http.upstream.connection import BrokenAnswer, CannotConnect
 from modelrunner.http.upstream.pool import UpstreamPool
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-ANSWER = b'{"ok": true}'
-PLAIN = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n" + ANSWER
-CHUNKED = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-    b"8\r\ndata: 1\n\r\n8\r\ndata: 2\n\r\n0\r\n\r\n"
-)
-
-
-class Engine:
-    """A loopback server running ``handler`` per connection; records what it received."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.port = 0
-
-    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        request = head + await reader.readexactly(length)
-        self.requests.append(request)
-        return request
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self.handler(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@asynccontextmanager
-async def engine(handler: Handler) -> AsyncIterator[Engine]:
-    found = Engine(handler)
-    server = await asyncio.start_server(found._serve, "127.0.0.1", 0)
-    found.port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield found
-
-
-def answering(raw: bytes, piece: int = 0) -> Callable[[Engine], Handler]:
-    """Each request answered with ``raw``, in pieces of ``piece`` bytes (0: at once)."""
-
-    def make(eng: Engine) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                await eng.read_request(reader)
-                step = piece or len(raw)
-                for start in range(0, len(raw), step):
-                    writer.write(raw[start : start + step])
-                    await writer.drain()
-                    if piece:
-                        await asyncio.sleep(0.001)
-
-        return handle
-
-    return make
-
-
-@asynccontextmanager
-async def scripted(make: Callable[[Engine], Handler]) -> AsyncIterator[Engine]:
-    holder: list[Engine] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await make(holder[0])(reader, writer)
-
-    async with engine(handler) as eng:
-        holder.append(eng)
-        yield eng
+from tests.fixtures.loopback import ANSWER, CHUNKED, PLAIN, Engine, Handler, answering, scripted
 
 
 async def body_of(pool: UpstreamPool, url: str, body: bytes = b"{}") -> tuple[int, str, bytes]:

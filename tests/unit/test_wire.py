@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrunner.http.upstream.parse import MalformedResponse, ResponseParser, request_head
+from modelrunner.wire import MalformedResponse, ResponseParser, request_head
 
 BODY = b'{"choices": [{"text": " world"}], "usage": {"prompt_tokens": 1}}'
 PLAIN = (

@@ -1,5 +1,7 @@
-"""HTTP/1.1 on the wire to an engine: the request head mr sends, and the incremental parse of
-the engine's answer (llhttp, through ``httptools``, which uvicorn[standard] brings along).
+"""HTTP/1.1 on the wire between mr and its engines: the request head mr sends, and the
+incremental parse of an engine's answer (llhttp, through ``httptools``, which
+uvicorn[standard] brings along). Below both layers that speak to engines: the relay
+(``http.upstream``) and the liveness probe (``engines.health``).
 
 No I/O here: ``ResponseParser`` is fed bytes as they arrive, split anywhere, and collects
 the status, headers and body pieces (chunked transfer encoding already removed).
