@@ -66,8 +66,8 @@ SERVERS = ("llama-server", "engine", "mr serve")
 
 
 def library_versions(libraries: list[Path]) -> str:
-    """ "ggml 0.26.0, llama 0.6.0" from the files that ``libggml-base.so`` and ``libllama.so``
-    (or their ``.so.0`` links) resolve to, whose names end in the full version."""
+    """The ggml and llama versions, as in "ggml 0.26.0, llama 0.6.0", read from the names
+    of the files that ``libggml-base.so*`` and ``libllama.so*`` resolve to."""
     found = {}
     for library in libraries:
         name = library.resolve().name  # e.g. libggml-base.so.0.26.0
