@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from modelrunner.engines.ports import LOOPBACK
 from modelrunner.manifest.engines import EngineName
 from modelrunner.manifest.spec import ModelManifest
 from modelrunner.model_files import Format, ModelFiles
@@ -62,7 +63,7 @@ class EngineSpec:
 def server_argv(python: str, module: str, files: ModelFiles, port: int) -> list[str]:
     """The start every engine server shares: its module, the weights, a loopback port."""
     return [python, "-m", module, "--model", str(files.path),
-            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+            "--host", LOOPBACK, "--port", str(port)]  # fmt: skip
 
 
 def engine_env(manifest: ModelManifest, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -40,7 +40,7 @@ from modelrunner.engines.health import HealthProbe
 from modelrunner.engines.launch import Launch
 from modelrunner.engines.logfile import RotatingLog, Tail
 from modelrunner.engines.memory import group_alive, group_rss_bytes
-from modelrunner.engines.ports import free_port
+from modelrunner.engines.ports import LOOPBACK, free_port
 from modelrunner.errors import EngineStartFailed
 
 log = logging.getLogger("modelrunner.engines")
@@ -130,7 +130,7 @@ class EngineProcess:
     # -- what callers read ----------------------------------------------------
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LOOPBACK}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -313,7 +313,7 @@ class EngineProcess:
     async def _watch_health(self) -> str:
         live, path = self.liveness, self.launch.health_path if self.launch else "/health"
         last_good = time.monotonic()
-        probe = HealthProbe("127.0.0.1", self.port, path)
+        probe = HealthProbe(LOOPBACK, self.port, path)
         try:
             while True:
                 await asyncio.sleep(live.interval)
