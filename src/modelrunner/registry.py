@@ -36,6 +36,7 @@ class Endpoint:
     keep_alive: float | None = None
     revision: str = ""  # short id of the manifest it was started from (X-Model-Revision)
     errors: int = 0  # requests that ended in a 5xx, an engine failure or a timeout
+    handoff: str | None = None  # the engine's hand-off socket (engines/handoff.py), if any
     _idle: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:

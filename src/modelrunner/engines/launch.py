@@ -43,6 +43,9 @@ class Launch:
     health_path: str
     probe: Probe
     startup_timeout: float  # seconds from spawn to a successful probe
+    # The server takes ``--handoff PATH``: mr may hand it a stream's client socket there
+    # (engines/handoff.py).
+    handoff: bool = False
 
 
 LaunchBuilder = Callable[[ModelManifest, ModelFiles, int, Settings, str], Launch]

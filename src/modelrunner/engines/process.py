@@ -24,8 +24,10 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,11 +128,17 @@ class EngineProcess:
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
         self._waiters: list[tuple[frozenset[str], asyncio.Future[InstanceState]]] = []
+        self._handoff_dir: str | None = None  # private (0700), removed with the process
 
     # -- what callers read ----------------------------------------------------
     @property
     def base_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def handoff_path(self) -> str | None:
+        """The Unix socket the engine takes handed-off streams on, if its server does."""
+        return os.path.join(self._handoff_dir, "handoff") if self._handoff_dir else None
 
     @property
     def pid(self) -> int | None:
@@ -209,12 +217,18 @@ class EngineProcess:
     async def _spawn_until_ready(self) -> None:
         launch = self._launch_for(self.port)
         self.launch = launch
+        argv = launch.argv
+        if launch.handoff:
+            # A short path of its own: a Unix socket's path is limited to 107 bytes.
+            self._remove_handoff_dir()
+            self._handoff_dir = tempfile.mkdtemp(prefix="mr-engine-")
+            argv = (*argv, "--handoff", os.path.join(self._handoff_dir, "handoff"))
         self._stderr_tail.clear()
-        header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(launch.argv)}\n"
+        header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(argv)}\n"
         self._log.write(header.encode())
         try:
             proc = await asyncio.create_subprocess_exec(
-                *launch.argv,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -356,6 +370,7 @@ class EngineProcess:
         ``timeout`` 0: SIGKILL at once."""
         proc = self._proc
         if proc is None:
+            self._remove_handoff_dir()
             return
         pgid = proc.pid
         if timeout > 0:
@@ -372,7 +387,13 @@ class EngineProcess:
         await proc.wait()
         await self._finish_readers(timeout=2.0)
         self._proc = None  # only now: a stop that cancels us midway signals the group again
+        self._remove_handoff_dir()
         self._log.write(f"=== {exits.describe(proc.returncode or 0)}\n".encode())
+
+    def _remove_handoff_dir(self) -> None:
+        if self._handoff_dir is not None:
+            shutil.rmtree(self._handoff_dir, ignore_errors=True)
+            self._handoff_dir = None
 
     # -- state ------------------------------------------------------------------
     def _set(self, state: InstanceState, reason: str | None) -> None:

@@ -18,7 +18,8 @@ import socket
 import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
@@ -69,6 +70,18 @@ def client_gone() -> bool:
         return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
     except OSError:
         return True
+
+
+@contextmanager
+def watching(connection: socket.socket) -> Iterator[None]:
+    """Make ``client_gone()`` on this thread watch ``connection`` (a hand-off's control
+    socket, whose closing means the client left: engines/handoff.py)."""
+    previous = getattr(_current, "connection", None)
+    _current.connection = connection
+    try:
+        yield
+    finally:
+        _current.connection = previous
 
 
 @dataclass(frozen=True)

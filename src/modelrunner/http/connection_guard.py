@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from litestar.enums import ScopeType
 
 from modelrunner.http.errors import problem, send_problem
+from modelrunner.http.upstream.handoff import CLIENT_TRANSPORT
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send
@@ -144,6 +145,8 @@ def _httptools_guard(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
             self._head_open = self._in_message = True
             self._head_bytes = self._piece  # the slice it began in
             super().on_message_begin()
+            # The client's connection, for a stream its engine writes itself (hand-off).
+            self.scope["extensions"] = {CLIENT_TRANSPORT: self.transport}
 
         def on_headers_complete(self) -> None:
             self._head_open = False

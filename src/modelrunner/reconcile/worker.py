@@ -276,6 +276,7 @@ class ModelWorker:
             instance.base_url,
             revision=desired.content_hash[:12],
             keep_alive=self.held_keep_alive,
+            handoff=instance.handoff_path,
         )
         self.held_keep_alive = None
         self.host.pin(files)

@@ -11,7 +11,8 @@ still there (and to flush what a full socket buffer held back), and at the end.
 
 - ``CollectedAnswer``: a plain answer, built on the scheduler thread; the connection's
   thread sends it once it is complete.
-- ``StreamedAnswer``: server-sent events over chunked encoding, written as they come.
+- ``StreamedAnswer``: server-sent events over chunked encoding, written as they come, to
+  the connection's socket or to the client's socket mr handed off (engines/handoff.py).
 
 Both take an output per choice (``n``): each choice's events go to its own, and the answer
 ends when every choice has finished (usage: the prompt once, the completions summed).
@@ -26,6 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from modelrunner.engines.handoff import HandedOff
 from modelrunner.engines.llamacpp.answers import ChatOutput, combined
 from modelrunner.engines.llamacpp.choices import total_usage
 from modelrunner.engines.llamacpp.jobs import Delta, Event, Failed, Finished, TokenCounts
@@ -33,7 +35,6 @@ from modelrunner.engines.serving import (
     ClientGone,
     Handler,
     RequestError,
-    SelfWritten,
     chunk,
     client_gone,
     error_body,
@@ -45,7 +46,10 @@ log = logging.getLogger("modelrunner.llamacpp")
 POLL_SECONDS: Final = 0.1
 # A client that reads nothing while this much of its stream waits is not reading at all.
 MAX_PENDING: Final = 8 * 1024 * 1024
-_END: Final = chunk(b"data: [DONE]\n\n") + chunk(b"")
+_DONE: Final = b"data: [DONE]\n\n"
+_LAST_CHUNK: Final = chunk(b"")  # written by the connection's thread, or by mr (hand-off)
+# After mr asks a handed-off stream to stop, how long its queued chunks may take to go out.
+_STOP_FLUSH_SECONDS: Final = 1.0
 
 
 class CollectedAnswer:
@@ -100,7 +104,7 @@ class CollectedAnswer:
         return result
 
 
-class StreamedAnswer(SelfWritten):
+class StreamedAnswer(HandedOff):
     """A streamed answer, sent by the scheduler thread as each event comes."""
 
     def __init__(
@@ -115,35 +119,54 @@ class StreamedAnswer(SelfWritten):
         self._socket: socket.socket | None = None  # set once the headers are out
         self._broken = False
         self._done = threading.Event()
+        self._echo: list[bytes] | None = None  # a copy of the events, for mr's inspector
+        self._echoed = 0
 
     # -- the scheduler thread ---------------------------------------------------------------
     def deliver(self, event: Event) -> None:
         try:
-            data, end = self._encode(event)
+            events, end = self._encode(event)
         except Exception as exc:  # a bug in shaping the answer fails this request only
             log.exception("could not shape a stream's chunk")
-            data, end = chunk(sse(error_body(500, f"{type(exc).__name__}: {exc}"))) + _END, True
+            events, end = sse(error_body(500, f"{type(exc).__name__}: {exc}")) + _DONE, True
         with self._lock:
-            self._pending += data
+            self._queue(events)
             self._send_some()
         if end:
             self._done.set()
 
+    def _queue(self, events: bytes, first: bool = False) -> None:
+        """Queue server-sent events as one HTTP chunk (under the lock)."""
+        if not events:
+            return
+        data = chunk(events)
+        if first:
+            self._pending[0:0] = data
+        else:
+            self._pending += data
+        if self._echo is not None and self._echoed < MAX_PENDING:
+            self._echoed += len(events)
+            if first:
+                self._echo.insert(0, events)
+            else:
+                self._echo.append(events)
+
     def _encode(self, event: Event) -> tuple[bytes, bool]:
+        """The event's server-sent events (unframed), and whether the answer ends."""
         if isinstance(event, Delta):
-            return _framed(self._outputs[event.choice].feed(event.text, event)), False
+            return _events(self._outputs[event.choice].feed(event.text, event)), False
         if isinstance(event, Finished):
             output = self._outputs[event.choice]
             events = output.feed(event.text, None) + output.finish_chunks(event)
             self._usages[event.choice] = event.usage
             if len(self._usages) < len(self._outputs):
-                return _framed(events), False  # other choices still run
+                return _events(events), False  # other choices still run
             if self._include_usage:  # one usage chunk for the whole answer
                 usages = [self._usages[i] for i in range(len(self._outputs))]
                 events.append(output.usage_chunk(total_usage(usages)))
-            return _framed(events) + _END, True
+            return _events(events) + _DONE, True
         assert isinstance(event, Failed)
-        return _framed([error_body(500, event.message)]) + _END, True
+        return sse(error_body(500, event.message)) + _DONE, True
 
     def _send_some(self) -> None:
         """Send what the socket takes now, without waiting (under the lock)."""
@@ -164,17 +187,50 @@ class StreamedAnswer(SelfWritten):
             self._broken = True
             self._pending.clear()
 
-    # -- the connection's thread ------------------------------------------------------------
+    # -- the connection's thread (or the hand-off's) -----------------------------------------
     def write(self, handler: Handler) -> None:
         handler.start_events()
+        self._attach(handler.connection)
+        self._pump(_LAST_CHUNK)
+
+    def write_handed_off(self, client: socket.socket) -> tuple[bool, tuple[int, int] | None]:
+        self._attach(client)
+        try:
+            self._pump(b"")  # mr writes the last chunk
+        except ClientGone:  # mr asked to stop: let what is queued go, up to a chunk boundary
+            self._flush_for(_STOP_FLUSH_SECONDS)
+        finally:
+            with self._lock:  # the scheduler thread must never send to it again
+                self._socket = None
+                clean = not self._pending and not self._broken
+        return clean, self._usage()
+
+    def cancel(self) -> None:
+        self._cancel()
+
+    def echo(self) -> None:
+        self._echo = []
+
+    def written(self) -> bytes:
+        return b"".join(self._echo) if self._echo is not None else b""
+
+    def _attach(self, sock: socket.socket) -> None:
         with self._lock:
             starts = [c for output in self._outputs for c in output.start_chunks()]
-            self._pending[0:0] = _framed(starts)
-            self._socket = handler.connection
+            self._queue(_events(starts), first=True)
+            self._socket = sock
             self._send_some()
+
+    def _pump(self, last_chunk: bytes) -> None:
+        """Until every event is out: flush what the socket held back, watch the client."""
+        ended_seen = False
         while True:
             ended = self._done.wait(POLL_SECONDS)
             with self._lock:
+                if ended and not ended_seen:
+                    ended_seen = True
+                    self._pending += last_chunk
+                    self._send_some()
                 broken, left = self._broken, bool(self._pending)
             if broken or client_gone():
                 self._cancel()
@@ -184,6 +240,19 @@ class StreamedAnswer(SelfWritten):
             elif ended:
                 return
 
+    def _flush_for(self, seconds: float) -> None:
+        for _ in range(max(1, int(seconds / POLL_SECONDS))):
+            with self._lock:
+                if not self._pending or self._broken:
+                    return
+            self._flush_when_writable()
+
+    def _usage(self) -> tuple[int, int] | None:
+        if len(self._usages) < len(self._outputs):
+            return None  # cut short
+        total = total_usage([self._usages[i] for i in range(len(self._outputs))])
+        return total.prompt_tokens, total.completion_tokens
+
     def _flush_when_writable(self) -> None:
         assert self._socket is not None
         _, writable, _ = select.select([], [self._socket], [], POLL_SECONDS)
@@ -192,5 +261,5 @@ class StreamedAnswer(SelfWritten):
                 self._send_some()
 
 
-def _framed(events: list[dict[str, Any]]) -> bytes:
-    return chunk(b"".join(sse(event) for event in events)) if events else b""
+def _events(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(sse(event) for event in events)

@@ -52,6 +52,7 @@ def build_launch(
             {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
         ),
         startup_timeout=120.0,
+        handoff=True,
     )
 
 

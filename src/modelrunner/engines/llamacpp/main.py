@@ -22,6 +22,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--served-name", default=None, help="the model id /v1/models reports")
+    p.add_argument("--handoff", default=None, help="a Unix socket path for mr's streams")
     p.add_argument("--n_ctx", type=int, default=4096, help="context tokens of each slot")
     p.add_argument("--n_threads", type=int, default=None)
     p.add_argument("--parallel", type=int, default=1, help="slots: requests decoded together")
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"cannot load {args.model}: {exc}", file=sys.stderr)
         return 1
-    serve(args.host, args.port, engine)
+    serve(args.host, args.port, engine, args.handoff)
     return 0
 
 

@@ -52,6 +52,11 @@ class EngineMetrics:
             "Requests refused with 503 because the queue was full.",
             registry=reg,
         )
+        self._handed_off = Counter(
+            "llamacpp:streams_handed_off",
+            "Streams written straight to the socket of mr's client (mr's hand-off).",
+            registry=reg,
+        )
         Gauge("llamacpp:slots", "Slots (parallel requests) of the context.", registry=reg).set(
             slots
         )
@@ -76,6 +81,9 @@ class EngineMetrics:
 
     def rejected(self) -> None:
         self._rejected.inc()
+
+    def handed_off(self) -> None:
+        self._handed_off.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

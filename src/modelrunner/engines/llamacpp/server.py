@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from modelrunner.engines.handoff import serve_handoffs
 from modelrunner.engines.llamacpp.answers import ChatOutput
 from modelrunner.engines.llamacpp.delivery import CollectedAnswer, StreamedAnswer
 from modelrunner.engines.llamacpp.engine import Engine
@@ -86,12 +87,16 @@ def _generation(engine: Engine, make_job: JobMaker) -> Callable[[dict[str, Any]]
     return answer
 
 
-def serve(host: str, port: int, engine: Engine) -> None:
-    """Serve until SIGTERM or SIGINT, then stop the scheduler and return.
+def serve(host: str, port: int, engine: Engine, handoff: str | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the scheduler and return; with ``handoff``,
+    also take mr's streams on that Unix socket (engines/handoff.py).
     ``MR_ENGINE_FAULT=5xx`` (a manifest's ``env``, for tests): ``serving.with_fault``."""
     table = with_fault(routes(engine), os.environ.get("MR_ENGINE_FAULT", ""))
     engine.start()
+    stop_handoffs = serve_handoffs(handoff, table, engine.metrics.handed_off) if handoff else None
     try:
         serve_routes(host, port, table)
     finally:
+        if stop_handoffs is not None:
+            stop_handoffs()
         engine.stop()

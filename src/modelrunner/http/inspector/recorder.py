@@ -309,6 +309,13 @@ class _Watch:
         final = assembler.result()
         return b"" if final is None else msgspec.json.encode(final)
 
+    def observed(self, body: bytes) -> None:
+        """Body bytes that reached the client without passing here (a stream its engine
+        wrote itself: http/upstream/handoff.py)."""
+        if body:
+            self._parts.append(body)
+            self._size += len(body)
+
     def failed(self, status: int, answer: bytes) -> None:
         """The route failed before its answer started: keep the error it answers with."""
         if self._entry.duration_ms is None and self._entry.status is None:
@@ -320,6 +327,12 @@ class _Watch:
         if self._entry.duration_ms is None:
             self._entry.finish(None, self._answer(), complete=False)
             self._recorder.done(self._entry)
+
+
+def observe(send: Any, body: bytes) -> None:
+    """Record answer bytes the client got past ``send`` (no-op for an unwatched ``send``)."""
+    if isinstance(send, _Watch):
+        send.observed(body)
 
 
 def abandon(send: Any) -> None:

@@ -78,7 +78,8 @@ class _ProxyShortWay:
             await self._app(scope, replaying(body, receive), send)
             return
         query = scope["query_string"].decode("latin-1")
-        call = self._fast.fw.call(self._op, segment, data.model, body, query)
+        stream = bool(getattr(data, "stream", False))
+        call = self._fast.fw.call(self._op, segment, data.model, body, query, stream=stream)
         await call(scope, receive, send)
 
     def _eligible(self, scope: Scope) -> bool:

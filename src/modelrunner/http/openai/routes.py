@@ -79,11 +79,13 @@ def checked_segment(engine: str) -> str | None:
 
 
 def openai_handlers(fw: Forwarder, fast: FastPath) -> list[HTTPRouteHandler]:
-    async def proxy(op: str, request: Request[Any, Any, Any], model: str, engine: str) -> ASGIApp:
+    async def proxy(
+        op: str, request: Request[Any, Any, Any], model: str, engine: str, stream: bool = False
+    ) -> ASGIApp:
         segment = checked_segment(engine)
         body = await request.body()
         query = request.scope["query_string"].decode("latin-1")
-        return fw.call(op, segment, model, body, query)
+        return fw.call(op, segment, model, body, query, stream=stream)
 
     @post(
         paths("chat/completions"),
@@ -97,7 +99,7 @@ def openai_handlers(fw: Forwarder, fast: FastPath) -> list[HTTPRouteHandler]:
         request: Request[Any, Any, Any], data: ChatCompletionRequest, engine: EngineParam = ""
     ) -> ASGIApp:
         """Chat completion (streamed with `"stream": true`)."""
-        return await proxy("chat/completions", request, data.model, engine)
+        return await proxy("chat/completions", request, data.model, engine, bool(data.stream))
 
     @post(
         paths("completions"),
@@ -111,7 +113,7 @@ def openai_handlers(fw: Forwarder, fast: FastPath) -> list[HTTPRouteHandler]:
         request: Request[Any, Any, Any], data: CompletionRequest, engine: EngineParam = ""
     ) -> ASGIApp:
         """Text completion (streamed with `"stream": true`)."""
-        return await proxy("completions", request, data.model, engine)
+        return await proxy("completions", request, data.model, engine, bool(data.stream))
 
     @post(
         paths("embeddings"),

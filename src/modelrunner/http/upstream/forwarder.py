@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import msgspec
 
+from modelrunner.engines.handoff import ANSWER, STREAM, parse_answer
 from modelrunner.errors import (
     ModelRunnerError,
     ModelUnavailable,
@@ -35,9 +36,10 @@ from modelrunner.errors import (
     UpstreamFailed,
 )
 from modelrunner.http.errors import ErrorAnswer, from_exception, from_upstream, problem
-from modelrunner.http.inspector.recorder import Recorder, abandon
+from modelrunner.http.inspector.recorder import Recorder, abandon, observe
 from modelrunner.http.routing import check_engine
-from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
+from modelrunner.http.upstream.connection import BrokenAnswer, CannotConnect, UpstreamError
+from modelrunner.http.upstream.handoff import Handoff, client_transport, cut, flushed
 from modelrunner.http.upstream.limits import deadline, limited, timed
 from modelrunner.http.upstream.pool import UpstreamPool, UpstreamResponse
 from modelrunner.http.upstream.revision import HEADER as REVISION_HEADER
@@ -55,6 +57,8 @@ _CONNECT_TIMEOUT: Final = 5.0
 _READ_TIMEOUT: Final = 600.0
 _SCRAPE_TIMEOUT: Final = httpx.Timeout(10.0)
 _WATCH_AFTER: Final = 0.05  # seconds; see _LateWatch
+# After a handed-off stream's deadline, how long its engine has to stop and say so.
+_STOP_GRACE: Final = 5.0
 RETRY_AFTER: Final = 2.0  # seconds, for a request whose instance went away before answering
 CLIENT_CLOSED: Final = 499  # nginx's status for "the client went away first" (metrics only)
 
@@ -97,8 +101,17 @@ class Forwarder:
             raise ModelUnavailable("The server is starting or shutting down", retry_after=1.0)
         return self._client
 
-    def call(self, op: str, segment: str | None, model: str, body: bytes, query: str) -> ProxyCall:
-        return ProxyCall(self, op, segment, model, body, query)
+    def call(
+        self,
+        op: str,
+        segment: str | None,
+        model: str,
+        body: bytes,
+        query: str,
+        *,
+        stream: bool = False,
+    ) -> ProxyCall:
+        return ProxyCall(self, op, segment, model, body, query, stream)
 
 
 class ProxyCall:
@@ -111,16 +124,29 @@ class ProxyCall:
         "_model",
         "_op",
         "_query",
+        "_recorded",
         "_revision",
         "_segment",
+        "_stream",
+        "_transport",
         "disconnected",
         "finished",
     )
 
     def __init__(
-        self, fw: Forwarder, op: str, segment: str | None, model: str, body: bytes, query: str
+        self,
+        fw: Forwarder,
+        op: str,
+        segment: str | None,
+        model: str,
+        body: bytes,
+        query: str,
+        stream: bool = False,
     ) -> None:
         self._fw = fw
+        self._stream = stream  # the body asks for a stream: it may be handed off
+        self._transport: asyncio.Transport | None = None  # the client's, for a hand-off
+        self._recorded: Send | None = None  # the inspector's send, if it records this one
         self._op = op
         self._segment = segment
         self._model = model
@@ -138,6 +164,9 @@ class ProxyCall:
         status = 500
         if fw.recorder is not None:
             send = fw.recorder.watch(self._model, scope, self._body, send)
+        self._recorded = send
+        if self._stream:
+            self._transport = client_transport(scope)
         send = self._revisioned(send)
         chosen: Endpoint | None = None
         try:
@@ -210,6 +239,9 @@ class ProxyCall:
             f"({endpoint.engine} instance {endpoint.instance_id} at {endpoint.base_url})"
         )
         target = f"/v1/{self._op}?{self._query}" if self._query else f"/v1/{self._op}"
+        if endpoint.handoff is not None and self._transport is not None:
+            return await self._hand_off(endpoint.handoff, self._transport, target, model,
+                                        endpoint, where, send)  # fmt: skip
         try:
             async with timed(self._deadline, model, where):
                 response = await pool.post(endpoint.base_url, target, self._body)
@@ -273,6 +305,116 @@ class ProxyCall:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return status
 
+    async def _hand_off(
+        self,
+        path: str,
+        client: asyncio.Transport,
+        target: str,
+        model: ServedModel,
+        endpoint: Endpoint,
+        where: str,
+        send: Send,
+    ) -> int:
+        """The engine writes the stream's events to the client's socket itself; mr writes
+        the head and the last chunk (engines/handoff.py)."""
+        exchange = Handoff(path)
+        echo = self._fw.recorder is not None  # the inspector records what it cannot see
+        path_only = target.split("?", 1)[0]
+        try:
+            try:
+                async with timed(self._deadline, model, where):
+                    kind, payload = await exchange.open(client, path_only, self._body, echo)
+            except CannotConnect as exc:
+                raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
+            except UpstreamError as exc:
+                raise failed_before_answer(self._fw.registry, model, endpoint, where, exc) from None
+            if kind == ANSWER:
+                return await self._send_answer(*parse_answer(payload), model, where, send)
+            if kind != STREAM:
+                raise UpstreamFailed(f"The engine answered {where} out of turn ({kind!r})")
+            return await self._handed_off(exchange, client, model, endpoint, where, send)
+        finally:
+            exchange.close()
+
+    async def _handed_off(
+        self,
+        exchange: Handoff,
+        client: asyncio.Transport,
+        model: ServedModel,
+        endpoint: Endpoint,
+        where: str,
+        send: Send,
+    ) -> int:
+        await send(_start(200, "text/event-stream", None, _STREAM_HEADERS))
+        await flushed(client)
+        await exchange.go()
+        found: ErrorAnswer | None = None
+        try:
+            async with timed(self._deadline, model, where):
+                outcome = self._outcome(await exchange.next())
+        except RequestTimedOut as exc:
+            found = from_exception(exc, where)
+            exchange.stop()
+            try:
+                async with asyncio.timeout(_STOP_GRACE):
+                    outcome = self._outcome(await exchange.next())
+            except TimeoutError:
+                outcome = _CUT  # a hung engine: it may still write
+        except UpstreamError as exc:
+            found = problem(502, f"The engine broke the stream on {where}: {exc}",
+                            code="upstream_failed")  # fmt: skip
+            outcome = _CUT
+        self.finished = True
+        if outcome is None:  # the engine closed its end first: it died, its copy went with it
+            why = withdrawn(self._fw.registry, model, endpoint)
+            found = problem(502, f"The engine failed mid-stream on {where}"
+                            + (f" (the instance {why})" if why else ""),
+                            code="upstream_failed")  # fmt: skip
+        elif not outcome.clean:  # stopped mid-chunk (or its client left): nothing can follow
+            cut(client)
+            return found.status if found is not None else CLIENT_CLOSED
+        elif outcome.prompt_tokens is not None and outcome.completion_tokens is not None:
+            self._count_tokens(model.name, Usage(outcome.prompt_tokens, outcome.completion_tokens))
+        if found is not None:
+            error_event = b"data: " + found.encode() + b"\n\n"
+            await send({"type": "http.response.body", "body": error_event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return found.status if found is not None else 200
+
+    def _outcome(self, ended: tuple[bytes, bytes] | None) -> _Done | None:
+        """A handed-off stream's DONE (its echo to the inspector); None if the engine
+        closed its end without one."""
+        if ended is None:
+            return None
+        head, _, echo = ended[1].partition(b"\n")
+        observe(self._recorded, echo)
+        try:
+            return msgspec.json.decode(head, type=_Done)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise BrokenAnswer(f"the engine's DONE is not what mr expects: {head[:80]!r}") from None
+
+    async def _send_answer(
+        self,
+        status: int,
+        content_type: str,
+        headers: dict[str, str],
+        body: bytes,
+        model: ServedModel,
+        where: str,
+        send: Send,
+    ) -> int:
+        """An answer the engine gave whole over the hand-off (an error, or a plain one)."""
+        if status >= 400:
+            found = from_upstream(status, body, where)
+            await self._send_problem(send, found)
+            return found.status
+        extra = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        await send(_start(status, content_type, len(body), extra))
+        self.finished = True
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        self._count_tokens(model.name, usage_of_json(body))
+        return status
+
     async def _send_problem(self, send: Send, found: ErrorAnswer) -> None:
         body = found.encode()
         start = _start(found.status, "application/json", len(body),
@@ -284,6 +426,17 @@ class ProxyCall:
     def _count_tokens(self, model: str, usage: Usage | None) -> None:
         if usage is not None:
             self._fw.metrics.add_tokens(model, usage.prompt_tokens, usage.completion_tokens)
+
+
+class _Done(msgspec.Struct):
+    """A handed-off stream's end, as the engine reports it (engines/handoff.py)."""
+
+    clean: bool
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+_CUT: Final = _Done(clean=False)
 
 
 class _LateWatch:

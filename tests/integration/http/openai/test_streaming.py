@@ -25,6 +25,10 @@ LONG_STREAM = {
 FOLLOW_UP_WITHIN = 8.0  # seconds; far less than the abandoned stream would take
 
 
+BOTH_PATHS = ["handoff", "relay"]  # the engine writes the stream, or mr relays it
+
+
+@pytest.mark.parametrize("api", BOTH_PATHS, indirect=True)
 def test_disconnect_mid_stream_frees_the_slot(api: RunningApp) -> None:
     with httpx.stream(
         "POST", api.base_url + "/v1/chat/completions", json=LONG_STREAM, timeout=60
@@ -50,6 +54,7 @@ def test_disconnect_mid_stream_frees_the_slot(api: RunningApp) -> None:
     assert took < FOLLOW_UP_WITHIN, f"the abandoned stream held the engine for {took:.1f} s"
 
 
+@pytest.mark.parametrize("crashable", BOTH_PATHS, indirect=True)
 def test_engine_dying_mid_stream_ends_with_an_error_event(crashable: Crashable) -> None:
     app = crashable.app
     with httpx.stream(

@@ -20,10 +20,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.forwarded: list[tuple[str, str | None, str, bytes, str]] = []
+        self.streams: list[bool] = []
         self.fell_back: list[list[dict[str, Any]]] = []
 
-    def call(self, op: str, segment: str | None, model: str, body: bytes, query: str) -> Any:
+    def call(
+        self, op: str, segment: str | None, model: str, body: bytes, query: str, *, stream: bool
+    ) -> Any:
         self.forwarded.append((op, segment, model, body, query))
+        self.streams.append(stream)
 
         async def answer(scope: Any, receive: Any, send: Any) -> None:
             pass
@@ -68,6 +72,14 @@ def test_well_formed_request_is_forwarded_directly(pieces: int) -> None:
     found = run(CHAT, pieces=pieces)
     assert found.forwarded == [("chat/completions", None, "smollm2", CHAT, "a=1")]
     assert not found.fell_back
+
+
+@pytest.mark.parametrize(
+    ("extra", "stream"), [("", False), (', "stream": false', False), (', "stream": true', True)]
+)
+def test_whether_the_body_asks_for_a_stream_is_passed_on(extra: str, stream: bool) -> None:
+    body = CHAT[:-1] + extra.encode() + b"}"
+    assert run(body).streams == [stream]
 
 
 def test_engine_segment_is_passed_on() -> None:
