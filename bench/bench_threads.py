@@ -7,7 +7,9 @@ and 2048 tokens per slot, and all three stay up (idle between measurements):
   1 ...       one 64-token chat stream: tokens/s after the first, first token, p99 gap
   4 ...       4 concurrent streams: combined tokens/s, p99 inter-token gap
   16 tok/s    16 concurrent streams on the 4 slots: combined tokens/s
-  mr CPU      CPU time of the `mr serve` process per generated token it relayed (/proc)
+  mr CPU      CPU time of the `mr serve` process per token streamed through it (/proc);
+              the engine writes the tokens itself (the hand-off), so this is what the
+              requests cost mr, spread over their tokens
 
 The host is noisy: a figure moves by 10-20% between minutes, more than the gaps measured
 here. So each measurement runs on the three servers back to back (seconds apart, in an

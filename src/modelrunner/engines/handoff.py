@@ -18,7 +18,9 @@ in frames (``kind`` byte, 4-byte big-endian length, payload):
     engine -> mr   STREAM: the request is a stream and its job is queued
     mr -> engine   GO: the head is out on the client's socket; events may follow it
     engine -> mr   DONE: a JSON head: ``clean`` (the events ended on a chunk boundary),
-                   ``prompt_tokens`` and ``completion_tokens`` (null if cut short), a
+                   ``finished`` (the answer's last event is out: mr writes
+                   ``data: [DONE]``), ``prompt_tokens`` and ``completion_tokens`` (null if
+                   cut short), a
                    newline, and with ``echo`` the events written (for mr's request
                    inspector, which records what it cannot see pass)
 
@@ -36,7 +38,7 @@ import struct
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 from modelrunner.engines.serving import (
     RawReply,
@@ -118,9 +120,18 @@ def parse_answer(payload: bytes) -> tuple[int, str, dict[str, str], bytes]:
     return int(fields["status"]), str(fields["content_type"]), dict(fields["headers"]), body
 
 
-def done_frame(clean: bool, usage: tuple[int, int] | None, echo: bytes) -> bytes:
-    prompt, completion = usage if usage is not None else (None, None)
-    fields = {"clean": clean, "prompt_tokens": prompt, "completion_tokens": completion}
+class HandoffResult(NamedTuple):
+    """How a handed-off stream ended, on the engine's side."""
+
+    clean: bool  # nothing of a chunk is left unwritten
+    finished: bool  # the answer's every event is written (not stopped before its end)
+    usage: tuple[int, int] | None  # prompt and completion tokens; None if cut short
+
+
+def done_frame(result: HandoffResult, echo: bytes) -> bytes:
+    prompt, completion = result.usage if result.usage is not None else (None, None)
+    fields = {"clean": result.clean, "finished": result.finished,
+              "prompt_tokens": prompt, "completion_tokens": completion}  # fmt: skip
     return frame(DONE, json.dumps(fields).encode() + b"\n" + echo)
 
 
@@ -132,9 +143,9 @@ class HandedOff(SelfWritten, ABC):
         """Keep a copy of the events written (``written`` gives it)."""
 
     @abstractmethod
-    def write_handed_off(self, client: socket.socket) -> tuple[bool, tuple[int, int] | None]:
-        """Write every event as HTTP chunks, the last (empty) one excepted; return whether
-        the stream ended on a chunk boundary, and the token counts (None if cut short).
+    def write_handed_off(self, client: socket.socket) -> HandoffResult:
+        """Write every event as HTTP chunks, but not the end (``data: [DONE]`` and the last,
+        empty chunk): mr writes it, or an error event in its place.
         ``serving.client_gone()`` says when mr asks it to stop; never touch ``client``
         after returning."""
 
@@ -176,7 +187,11 @@ class _Exchange(socketserver.BaseRequestHandler):
             for fd in fds:
                 socket.close(fd)
             return
-        client = socket.socket(fileno=fds[0])  # shares mr's socket: never change its mode
+        try:
+            client = socket.socket(fileno=fds[0])  # shares mr's socket: never change its mode
+        except OSError:  # not a socket
+            socket.close(fds[0])
+            return
         try:
             received = self._read_frame(control)
             if received is None or received[0] != REQUEST:
@@ -220,15 +235,18 @@ class _Exchange(socketserver.BaseRequestHandler):
             control.sendall(answer_frame(500, error, "application/json", {}))
 
     def _stream(self, control: socket.socket, client: socket.socket, answer: HandedOff) -> None:
-        control.sendall(frame(STREAM))
-        received = self._read_frame(control)
+        try:
+            control.sendall(frame(STREAM))
+            received = self._read_frame(control)
+        except (OSError, FrameError):
+            received = None
         if received is None or received[0] != GO:
-            answer.cancel()
+            answer.cancel()  # mr left before the events began
             return
         self.server.on_stream()
-        clean, usage = answer.write_handed_off(client)
+        result = answer.write_handed_off(client)
         client.close()  # before DONE: mr may write to the client once it reads DONE
-        control.sendall(done_frame(clean, usage, answer.written()))
+        control.sendall(done_frame(result, answer.written()))
 
     def _read_frame(self, control: socket.socket) -> tuple[bytes, bytes] | None:
         """The next frame, blocking; None if mr closed first."""

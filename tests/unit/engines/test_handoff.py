@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from modelrunner.engines.handoff import (
@@ -13,6 +15,7 @@ from modelrunner.engines.handoff import (
     STREAM,
     FrameError,
     FrameReader,
+    HandoffResult,
     answer_frame,
     done_frame,
     frame,
@@ -25,7 +28,7 @@ FRAMES = [
     request_frame("/v1/chat/completions", True, b'{"stream": true}\n{odd}'),
     frame(STREAM),
     frame(GO),
-    done_frame(True, (34, 20), b"data: {}\n\n"),
+    done_frame(HandoffResult(True, True, (34, 20)), b"data: {}\n\n"),
 ]
 
 
@@ -59,23 +62,26 @@ def test_an_answer_keeps_its_status_type_headers_and_body() -> None:
 
 
 @pytest.mark.parametrize(
-    ("usage", "echo", "head"),
+    ("result", "echo"),
     [
-        ((3, 7), b"", b'{"clean": true, "prompt_tokens": 3, "completion_tokens": 7}'),
-        (
-            None,
-            b"data: x\n\n",
-            b'{"clean": true, "prompt_tokens": null, "completion_tokens": null}',
-        ),
+        (HandoffResult(True, True, (3, 7)), b""),
+        (HandoffResult(False, False, None), b"data: x\n\n"),
     ],
 )
-def test_done_carries_its_outcome_then_the_echo(
-    usage: tuple[int, int] | None, echo: bytes, head: bytes
-) -> None:
+def test_done_carries_the_outcome_then_the_echo(result: HandoffResult, echo: bytes) -> None:
     reader = FrameReader()
-    reader.feed(done_frame(True, usage, echo))
+    reader.feed(done_frame(result, echo))
     got = reader.next()
-    assert got == (DONE, head + b"\n" + echo)
+    assert got is not None and got[0] == DONE
+    head, _, rest = got[1].partition(b"\n")
+    prompt, completion = result.usage or (None, None)
+    assert json.loads(head) == {
+        "clean": result.clean,
+        "finished": result.finished,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+    }
+    assert rest == echo
 
 
 @pytest.mark.parametrize(

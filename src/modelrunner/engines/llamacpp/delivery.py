@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from modelrunner.engines.handoff import HandedOff
+from modelrunner.engines.handoff import HandedOff, HandoffResult
 from modelrunner.engines.llamacpp.answers import ChatOutput, combined
 from modelrunner.engines.llamacpp.choices import total_usage
 from modelrunner.engines.llamacpp.jobs import Delta, Event, Failed, Finished, TokenCounts
@@ -46,8 +46,8 @@ log = logging.getLogger("modelrunner.llamacpp")
 POLL_SECONDS: Final = 0.1
 # A client that reads nothing while this much of its stream waits is not reading at all.
 MAX_PENDING: Final = 8 * 1024 * 1024
-_DONE: Final = b"data: [DONE]\n\n"
-_LAST_CHUNK: Final = chunk(b"")  # written by the connection's thread, or by mr (hand-off)
+# The stream's end, written by the connection's thread; mr writes its own after a hand-off.
+_END: Final = chunk(b"data: [DONE]\n\n") + chunk(b"")
 # After mr asks a handed-off stream to stop, how long its queued chunks may take to go out.
 _STOP_FLUSH_SECONDS: Final = 1.0
 
@@ -128,7 +128,7 @@ class StreamedAnswer(HandedOff):
             events, end = self._encode(event)
         except Exception as exc:  # a bug in shaping the answer fails this request only
             log.exception("could not shape a stream's chunk")
-            events, end = sse(error_body(500, f"{type(exc).__name__}: {exc}")) + _DONE, True
+            events, end = sse(error_body(500, f"{type(exc).__name__}: {exc}")), True
         with self._lock:
             self._queue(events)
             self._send_some()
@@ -164,9 +164,9 @@ class StreamedAnswer(HandedOff):
             if self._include_usage:  # one usage chunk for the whole answer
                 usages = [self._usages[i] for i in range(len(self._outputs))]
                 events.append(output.usage_chunk(total_usage(usages)))
-            return _events(events) + _DONE, True
+            return _events(events), True
         assert isinstance(event, Failed)
-        return sse(error_body(500, event.message)) + _DONE, True
+        return sse(error_body(500, event.message)), True
 
     def _send_some(self) -> None:
         """Send what the socket takes now, without waiting (under the lock)."""
@@ -191,19 +191,19 @@ class StreamedAnswer(HandedOff):
     def write(self, handler: Handler) -> None:
         handler.start_events()
         self._attach(handler.connection)
-        self._pump(_LAST_CHUNK)
+        self._pump(_END)
 
-    def write_handed_off(self, client: socket.socket) -> tuple[bool, tuple[int, int] | None]:
+    def write_handed_off(self, client: socket.socket) -> HandoffResult:
         self._attach(client)
         try:
-            self._pump(b"")  # mr writes the last chunk
+            self._pump(b"")  # mr writes the end
         except ClientGone:  # mr asked to stop: let what is queued go, up to a chunk boundary
             self._flush_for(_STOP_FLUSH_SECONDS)
         finally:
             with self._lock:  # the scheduler thread must never send to it again
                 self._socket = None
                 clean = not self._pending and not self._broken
-        return clean, self._usage()
+        return HandoffResult(clean, self._done.is_set(), self._usage())
 
     def cancel(self) -> None:
         self._cancel()
@@ -221,7 +221,7 @@ class StreamedAnswer(HandedOff):
             self._socket = sock
             self._send_some()
 
-    def _pump(self, last_chunk: bytes) -> None:
+    def _pump(self, end: bytes) -> None:
         """Until every event is out: flush what the socket held back, watch the client."""
         ended_seen = False
         while True:
@@ -229,7 +229,7 @@ class StreamedAnswer(HandedOff):
             with self._lock:
                 if ended and not ended_seen:
                     ended_seen = True
-                    self._pending += last_chunk
+                    self._pending += end
                     self._send_some()
                 broken, left = self._broken, bool(self._pending)
             if broken or client_gone():

@@ -38,8 +38,15 @@ from modelrunner.errors import (
 from modelrunner.http.errors import ErrorAnswer, from_exception, from_upstream, problem
 from modelrunner.http.inspector.recorder import Recorder, abandon, observe
 from modelrunner.http.routing import check_engine
-from modelrunner.http.upstream.connection import BrokenAnswer, CannotConnect, UpstreamError
-from modelrunner.http.upstream.handoff import Handoff, client_transport, cut, flushed
+from modelrunner.http.upstream.connection import CannotConnect, UpstreamError
+from modelrunner.http.upstream.handoff import (
+    CUT,
+    Handoff,
+    Outcome,
+    client_transport,
+    cut,
+    flushed,
+)
 from modelrunner.http.upstream.limits import deadline, limited, timed
 from modelrunner.http.upstream.pool import UpstreamPool, UpstreamResponse
 from modelrunner.http.upstream.revision import HEADER as REVISION_HEADER
@@ -51,6 +58,7 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import Receive, Scope, Send
 
+_DONE_EVENT: Final = b"data: [DONE]\n\n"  # ends a handed-off stream that finished
 _STREAM_HEADERS: Final = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 _CONNECT_TIMEOUT: Final = 5.0
 # Generation can be slow between chunks (or before a whole non-streamed answer).
@@ -351,47 +359,35 @@ class ProxyCall:
         found: ErrorAnswer | None = None
         try:
             async with timed(self._deadline, model, where):
-                outcome = self._outcome(await exchange.next())
+                outcome = await exchange.done()
         except RequestTimedOut as exc:
             found = from_exception(exc, where)
-            exchange.stop()
-            try:
-                async with asyncio.timeout(_STOP_GRACE):
-                    outcome = self._outcome(await exchange.next())
-            except TimeoutError:
-                outcome = _CUT  # a hung engine: it may still write
+            outcome = await _stopped(exchange)
         except UpstreamError as exc:
             found = problem(502, f"The engine broke the stream on {where}: {exc}",
                             code="upstream_failed")  # fmt: skip
-            outcome = _CUT
+            outcome = CUT
         self.finished = True
+        if outcome is not None and not outcome.finished and found is None:
+            found = problem(502, f"The engine stopped the stream on {where} before its end",
+                            code="upstream_failed")  # fmt: skip
         if outcome is None:  # the engine closed its end first: it died, its copy went with it
             why = withdrawn(self._fw.registry, model, endpoint)
-            found = problem(502, f"The engine failed mid-stream on {where}"
-                            + (f" (the instance {why})" if why else ""),
-                            code="upstream_failed")  # fmt: skip
-        elif not outcome.clean:  # stopped mid-chunk (or its client left): nothing can follow
-            cut(client)
-            return found.status if found is not None else CLIENT_CLOSED
-        elif outcome.prompt_tokens is not None and outcome.completion_tokens is not None:
-            self._count_tokens(model.name, Usage(outcome.prompt_tokens, outcome.completion_tokens))
-        if found is not None:
-            error_event = b"data: " + found.encode() + b"\n\n"
-            await send({"type": "http.response.body", "body": error_event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            found = found or problem(502, f"The engine failed mid-stream on {where}"
+                                     + (f" (the instance {why})" if why else ""),
+                                     code="upstream_failed")  # fmt: skip
+        else:
+            observe(self._recorded, outcome.echo)
+            if not outcome.clean:  # stopped mid-chunk (or its client left): nothing can follow
+                cut(client)
+                return found.status if found is not None else CLIENT_CLOSED
+            if outcome.prompt_tokens is not None and outcome.completion_tokens is not None:
+                usage = Usage(outcome.prompt_tokens, outcome.completion_tokens)
+                self._count_tokens(model.name, usage)
+        # The engine writes no [DONE]: a client sees the end only once mr has recorded it.
+        end = b"data: " + found.encode() + b"\n\n" if found is not None else _DONE_EVENT
+        await send({"type": "http.response.body", "body": end, "more_body": False})
         return found.status if found is not None else 200
-
-    def _outcome(self, ended: tuple[bytes, bytes] | None) -> _Done | None:
-        """A handed-off stream's DONE (its echo to the inspector); None if the engine
-        closed its end without one."""
-        if ended is None:
-            return None
-        head, _, echo = ended[1].partition(b"\n")
-        observe(self._recorded, echo)
-        try:
-            return msgspec.json.decode(head, type=_Done)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise BrokenAnswer(f"the engine's DONE is not what mr expects: {head[:80]!r}") from None
 
     async def _send_answer(
         self,
@@ -428,15 +424,15 @@ class ProxyCall:
             self._fw.metrics.add_tokens(model, usage.prompt_tokens, usage.completion_tokens)
 
 
-class _Done(msgspec.Struct):
-    """A handed-off stream's end, as the engine reports it (engines/handoff.py)."""
-
-    clean: bool
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-_CUT: Final = _Done(clean=False)
+async def _stopped(exchange: Handoff) -> Outcome | None:
+    """Ask the engine to stop a handed-off stream (its deadline passed) and wait, a little,
+    for it to say how the stream ended."""
+    exchange.stop()
+    try:
+        async with asyncio.timeout(_STOP_GRACE):
+            return await exchange.done()
+    except (TimeoutError, UpstreamError):
+        return CUT  # a hung engine may still write: the connection cannot go on
 
 
 class _LateWatch:

@@ -13,7 +13,17 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any, Final
 
-from modelrunner.engines.handoff import GO, MARKER, FrameError, FrameReader, frame, request_frame
+import msgspec
+
+from modelrunner.engines.handoff import (
+    DONE,
+    GO,
+    MARKER,
+    FrameError,
+    FrameReader,
+    frame,
+    request_frame,
+)
 from modelrunner.http.upstream.connection import BrokenAnswer, CannotConnect
 
 if TYPE_CHECKING:
@@ -33,6 +43,19 @@ def client_transport(scope: Scope) -> asyncio.Transport | None:
     if transport.get_extra_info("sslcontext") is not None:
         return None
     return transport
+
+
+class Outcome(msgspec.Struct):
+    """A handed-off stream's end, as the engine's DONE says it."""
+
+    clean: bool  # the events ended on a chunk boundary: mr may write after them
+    finished: bool = False  # every event of the answer is out: mr writes data: [DONE]
+    prompt_tokens: int | None = None  # None: cut short
+    completion_tokens: int | None = None
+    echo: bytes = b""  # the events written, when asked (for the request inspector)
+
+
+CUT: Final = Outcome(clean=False)  # nothing more may be written to the client
 
 
 class Handoff:
@@ -70,6 +93,23 @@ class Handoff:
         """The answer's head is out: the engine may write its events."""
         with contextlib.suppress(OSError):  # it is gone: ``next`` says so
             await self._loop.sock_sendall(self._sock, frame(GO))
+
+    async def done(self) -> Outcome | None:
+        """How the handed-off stream ended (the engine's DONE); None if the engine closed
+        its end without one (it died)."""
+        found = await self.next()
+        if found is None:
+            return None
+        kind, payload = found
+        head, _, echo = payload.partition(b"\n")
+        try:
+            if kind != DONE:
+                raise ValueError(f"a {kind!r} frame")
+            outcome = msgspec.json.decode(head, type=Outcome)
+        except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BrokenAnswer(f"the engine ended the hand-off out of turn: {exc}") from None
+        outcome.echo = echo
+        return outcome
 
     async def next(self) -> tuple[bytes, bytes] | None:
         """The engine's next frame; None once it closed its end (it ended, or died)."""
