@@ -30,6 +30,7 @@ engine then cancels the job, closes its copy of the client's socket, and says DO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -261,13 +262,24 @@ class _Exchange(socketserver.BaseRequestHandler):
 def serve_handoffs(
     path: str, routes: Routes, on_stream: Callable[[], None] = lambda: None
 ) -> Callable[[], None]:
-    """Listen on ``path`` in a thread of its own; the returned function stops it."""
+    """Listen on ``path`` in a thread of its own; the returned function stops it. The
+    thread blocks in ``accept`` (socketserver's ``serve_forever`` would wake twice a second
+    to look for a shutdown: CPU an idle engine need not spend)."""
     server = HandoffServer(path, routes, on_stream)
-    thread = threading.Thread(target=server.serve_forever, args=(0.5,), daemon=True)
-    thread.start()
+
+    def accept_forever() -> None:
+        while True:
+            try:
+                request, address = server.get_request()
+            except OSError:  # the listening socket was shut down: the engine is stopping
+                return
+            server.process_request(request, address)  # a thread of its own
+
+    threading.Thread(target=accept_forever, name="handoff", daemon=True).start()
 
     def stop() -> None:
-        server.shutdown()
+        with contextlib.suppress(OSError):
+            server.socket.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept
         server.server_close()
 
     return stop
