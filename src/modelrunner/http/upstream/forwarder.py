@@ -4,7 +4,8 @@
 Each proxied request is a ``ProxyCall``, a plain ASGI app: it resolves the model, holds its
 endpoint's in-flight slot for the whole answer, relays server-sent events chunk by chunk as
 they arrive, and cancels the upstream request (closing its connection) as soon as the client
-disconnects.
+disconnects. A stream for an engine that takes hand-offs (llama.cpp) is not relayed: the
+engine writes its events to the client's socket itself (``_hand_off``; engines/handoff.py).
 
 Upstream failures become the project's own here: an instance that cannot be reached is
 ``ModelUnavailable`` (503, retry), one that fails while answering is ``UpstreamFailed`` (502).
