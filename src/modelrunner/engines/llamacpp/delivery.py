@@ -119,7 +119,10 @@ class StreamedAnswer(HandedOff):
         self._socket: socket.socket | None = None  # set once the headers are out
         self._broken = False
         self._done = threading.Event()
-        self._echo: list[bytes] | None = None  # a copy of the events, for mr's inspector
+        # A copy of the events, for mr's inspector: kept from the start (the first events
+        # may come before the hand-off asks for it), dropped at ``_attach`` unless asked.
+        self._echo: list[bytes] | None = []
+        self._echo_wanted = False
         self._echoed = 0
 
     # -- the scheduler thread ---------------------------------------------------------------
@@ -209,13 +212,15 @@ class StreamedAnswer(HandedOff):
         self._cancel()
 
     def echo(self) -> None:
-        self._echo = []
+        self._echo_wanted = True
 
     def written(self) -> bytes:
         return b"".join(self._echo) if self._echo is not None else b""
 
     def _attach(self, sock: socket.socket) -> None:
         with self._lock:
+            if not self._echo_wanted:
+                self._echo = None
             starts = [c for output in self._outputs for c in output.start_chunks()]
             self._queue(_events(starts), first=True)
             self._socket = sock
