@@ -4,9 +4,10 @@ mr relays answers chunk by chunk, which costs it a wake-up, a read and a write p
 taken from the cores the engine computes on (docs/design/engines.md, "Every core"). For a
 streamed generation it can instead hand the engine its client's socket: mr checks and
 gates the request as always and writes the answer's head; the engine writes every event,
-framed as HTTP chunks, to the client's socket itself; mr writes the last (empty) chunk
-once the engine says it is done. mr's bookkeeping (the gate, the deadline, the revision
-header, metrics) stays whole, and no byte of the stream passes through it.
+framed as HTTP chunks, to the client's socket itself; mr writes the end (``data: [DONE]``
+and the last, empty chunk) once the engine says it is done. mr's bookkeeping (the gate,
+the deadline, the revision header, metrics) stays whole, and no byte of the stream passes
+through it.
 
 The exchange runs over a Unix socket the engine listens on, one connection per request,
 in frames (``kind`` byte, 4-byte big-endian length, payload):
@@ -20,9 +21,8 @@ in frames (``kind`` byte, 4-byte big-endian length, payload):
     engine -> mr   DONE: a JSON head: ``clean`` (the events ended on a chunk boundary),
                    ``finished`` (the answer's last event is out: mr writes
                    ``data: [DONE]``), ``prompt_tokens`` and ``completion_tokens`` (null if
-                   cut short), a
-                   newline, and with ``echo`` the events written (for mr's request
-                   inspector, which records what it cannot see pass)
+                   cut short); a newline, and with ``echo`` the events written (for mr's
+                   request inspector, which records what it cannot see pass)
 
 mr closing its end, at any point, means stop: the client left or the deadline passed. The
 engine then cancels the job, closes its copy of the client's socket, and says DONE.
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import socket
 import socketserver
 import struct
@@ -42,16 +41,16 @@ from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from modelrunner.engines.serving import (
+    ClientGone,
     RawReply,
-    RequestError,
+    Refusal,
     Routes,
     SelfWritten,
     error_body,
     json_object,
+    run_route,
     watching,
 )
-
-log = logging.getLogger("modelrunner.handoff")
 
 REQUEST: Final = b"R"
 ANSWER: Final = b"A"
@@ -200,7 +199,7 @@ class _Exchange(socketserver.BaseRequestHandler):
             target, echo, body = parse_request(received[1])
             with watching(control):  # mr closing its end is client_gone()
                 self._answer(control, client, target, echo, body)
-        except (OSError, FrameError, ValueError, KeyError):
+        except (OSError, FrameError, ValueError, KeyError, ClientGone):
             pass  # mr went away, or is not mr: nothing to tell it
         finally:
             client.close()
@@ -208,19 +207,12 @@ class _Exchange(socketserver.BaseRequestHandler):
     def _answer(
         self, control: socket.socket, client: socket.socket, target: str, echo: bool, body: bytes
     ) -> None:
-        route = self.server.routes.get(("POST", target))
-        try:
-            if route is None:
-                raise RequestError(404, f"no route POST {target}")
-            result = route(json_object(body))
-        except RequestError as exc:
-            error = json.dumps(error_body(exc.status, str(exc), exc.param)).encode()
-            control.sendall(answer_frame(exc.status, error, "application/json", dict(exc.headers)))
-            return
-        except Exception as exc:  # one failed request must not end the server
-            log.exception("POST %s failed", target)
-            error = json.dumps(error_body(500, f"{type(exc).__name__}: {exc}")).encode()
-            control.sendall(answer_frame(500, error, "application/json", {}))
+        result = run_route(self.server.routes, "POST", target, lambda: json_object(body))
+        if isinstance(result, Refusal):
+            error = json.dumps(result.body).encode()
+            control.sendall(
+                answer_frame(result.status, error, "application/json", dict(result.headers))
+            )
             return
         if isinstance(result, dict):
             control.sendall(answer_frame(200, json.dumps(result).encode(), "application/json", {}))

@@ -105,6 +105,16 @@ def chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A request a route refused (or failed on): its status, OpenAI-style error body and
+    headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str]
+
+
 Event = dict[str, Any]
 # A route answers a request's JSON body (``{}`` for a GET). It returns a JSON-able body, a
 # RawReply, or an iterable of events sent as server-sent events followed by
@@ -112,6 +122,27 @@ Event = dict[str, Any]
 Answer = dict[str, Any] | RawReply | SelfWritten | Iterable[Event | list[Event]]
 Route = Callable[[dict[str, Any]], Answer]
 Routes = dict[tuple[str, str], Route]
+
+
+def run_route(
+    routes: Routes, method: str, path: str, read_body: Callable[[], dict[str, Any]]
+) -> Answer | Refusal:
+    """A request's answer from its route, or its refusal: a ``RequestError`` (the body
+    unreadable, no route, the route's own) or any other failure (500, logged). A route that
+    sees its client leave raises ``ClientGone``, which passes through."""
+    try:
+        body = read_body()
+        route = routes.get((method, path))
+        if route is None:
+            raise RequestError(404, f"no route {method} {path}")
+        return route(body)
+    except ClientGone:
+        raise
+    except RequestError as exc:
+        return Refusal(exc.status, error_body(exc.status, str(exc), exc.param), exc.headers)
+    except Exception as exc:  # one failed request must not end the server
+        log.exception("%s %s failed", method, path)
+        return Refusal(500, error_body(500, f"{type(exc).__name__}: {exc}"), {})
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -132,22 +163,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
-        route = self.server.routes.get((method, path))
         _current.connection = self.connection
         try:
-            body = self._read_json() if method == "POST" else {}
-            if route is None:
-                raise RequestError(404, f"no route {method} {path}")
-            result = route(body)
+            result = run_route(
+                self.server.routes, method, path, self._read_json if method == "POST" else dict
+            )
         except ClientGone:
             self.close_connection = True  # nobody to answer
             return
-        except RequestError as exc:
-            self.send_json(exc.status, error_body(exc.status, str(exc), exc.param), exc.headers)
-            return
-        except Exception as exc:  # one failed request must not end the server
-            log.exception("%s %s failed", method, path)
-            self.send_json(500, error_body(500, f"{type(exc).__name__}: {exc}"))
+        if isinstance(result, Refusal):
+            self.send_json(result.status, result.body, result.headers)
             return
         if isinstance(result, dict):
             self.send_json(200, result)

@@ -283,15 +283,18 @@ class _Watch:
                     self._assembler = self._assembler_for(value)
                     self._entry.stream = self._assembler is not None
         elif kind == "http.response.body":
-            chunk: bytes = seen.get("body", b"")
-            if chunk:  # the whole answer, or the stream's chunks its assembler has not read
-                self._parts.append(chunk)
-                self._size += len(chunk)
-                if self._assembler is not None and self._size >= FEED_BATCH:
-                    self._feed(self._assembler)
+            self._keep(seen.get("body", b""))
             if not seen.get("more_body", False):
                 self._entry.finish(None, self._answer(), complete=True)
                 self._recorder.done(self._entry)
+
+    def _keep(self, chunk: bytes) -> None:
+        """The whole answer, or the stream's chunks its assembler has not read yet."""
+        if chunk:
+            self._parts.append(chunk)
+            self._size += len(chunk)
+            if self._assembler is not None and self._size >= FEED_BATCH:
+                self._feed(self._assembler)
 
     def _feed(self, assembler: Assembler) -> None:
         assembler.feed(self._parts[0] if len(self._parts) == 1 else b"".join(self._parts))
@@ -312,9 +315,7 @@ class _Watch:
     def observed(self, body: bytes) -> None:
         """Body bytes that reached the client without passing here (a stream its engine
         wrote itself: http/upstream/handoff.py)."""
-        if body:
-            self._parts.append(body)
-            self._size += len(body)
+        self._keep(body)
 
     def failed(self, status: int, answer: bytes) -> None:
         """The route failed before its answer started: keep the error it answers with."""

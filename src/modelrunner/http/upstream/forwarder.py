@@ -247,10 +247,11 @@ class ProxyCall:
             f"POST /v1/{self._op} for model '{model.name}' "
             f"({endpoint.engine} instance {endpoint.instance_id} at {endpoint.base_url})"
         )
-        target = f"/v1/{self._op}?{self._query}" if self._query else f"/v1/{self._op}"
+        route = f"/v1/{self._op}"  # the hand-off's target: the engine's routes take no query
         if endpoint.handoff is not None and self._transport is not None:
-            return await self._hand_off(endpoint.handoff, self._transport, target, model,
+            return await self._hand_off(endpoint.handoff, self._transport, route, model,
                                         endpoint, where, send)  # fmt: skip
+        target = f"{route}?{self._query}" if self._query else route
         try:
             async with timed(self._deadline, model, where):
                 response = await pool.post(endpoint.base_url, target, self._body)
@@ -259,24 +260,16 @@ class ProxyCall:
         except UpstreamError as exc:
             raise failed_before_answer(self._fw.registry, model, endpoint, where, exc) from None
         try:
-            if response.status >= 400:
-                async with timed(self._deadline, model, where):
-                    body = await read_answer(response, where)
-                found = from_upstream(response.status, body, where)
-                await self._send_problem(send, found)
-                return found.status
             content_type = response.content_type or "application/json"
-            if content_type.startswith("text/event-stream"):
+            if response.status < 400 and content_type.startswith("text/event-stream"):
                 return await self._relay_stream(
                     response, content_type, model, endpoint, where, send
                 )
             async with timed(self._deadline, model, where):
                 body = await read_answer(response, where)
-            await send(_start(response.status, content_type, len(body)))
-            self.finished = True
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-            self._count_tokens(model.name, usage_of_json(body))
-            return response.status
+            return await self._send_answer(
+                response.status, content_type, {}, body, model, where, send
+            )
         finally:
             response.close()
 
@@ -328,11 +321,10 @@ class ProxyCall:
         the head and the last chunk (engines/handoff.py)."""
         exchange = Handoff(path)
         echo = self._fw.recorder is not None  # the inspector records what it cannot see
-        path_only = target.split("?", 1)[0]
         try:
             try:
                 async with timed(self._deadline, model, where):
-                    kind, payload = await exchange.open(client, path_only, self._body, echo)
+                    kind, payload = await exchange.open(client, target, self._body, echo)
             except CannotConnect as exc:
                 raise ModelUnavailable(f"Cannot reach the engine for {where}: {exc}") from None
             except UpstreamError as exc:
@@ -400,7 +392,8 @@ class ProxyCall:
         where: str,
         send: Send,
     ) -> int:
-        """An answer the engine gave whole over the hand-off (an error, or a plain one)."""
+        """An answer the engine gave whole (an error, or a plain one), relayed or over the
+        hand-off."""
         if status >= 400:
             found = from_upstream(status, body, where)
             await self._send_problem(send, found)
