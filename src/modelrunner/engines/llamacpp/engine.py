@@ -38,7 +38,7 @@ class EngineConfig:
     rope_freq_base: float = 0.0
     rope_freq_scale: float = 0.0
     seed: int = DEFAULT_SEED
-    use_mmap: bool = True
+    use_mmap: bool = True  # False: read into memory (main.py decides; huge_pages)
     use_mlock: bool = False
     type_k: int | None = None
     type_v: int | None = None

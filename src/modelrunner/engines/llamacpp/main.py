@@ -9,9 +9,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import platform
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from modelrunner.engines.llamacpp.huge_pages import (
+    THP_SETTING,
+    huge_page_kib,
+    huge_page_weights,
+    reexec_env,
+    thp_mode,
+)
 from modelrunner.engines.llamacpp.launch import default_threads
 from modelrunner.engines.serving import parse_bool
 
@@ -36,7 +45,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--rope_freq_base", type=float, default=0.0)
     p.add_argument("--rope_freq_scale", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0xFFFFFFFF)
-    p.add_argument("--use_mmap", type=parse_bool, default=True)
+    p.add_argument("--use_mmap", type=parse_bool, default=None, help="default: see huge_pages")
     p.add_argument("--use_mlock", type=parse_bool, default=False)
     p.add_argument("--type_k", type=int, default=None)
     p.add_argument("--type_v", type=int, default=None)
@@ -46,7 +55,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(_argv(argv))
     for name in ("parallel", "n_ctx", "n_batch", "n_ubatch"):
         if getattr(args, name) < 1:
             print(f"--{name} must be at least 1, got {getattr(args, name)}", file=sys.stderr)
@@ -54,6 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_queue < 0:
         print(f"--max_queue must be 0 or more, got {args.max_queue}", file=sys.stderr)
         return 2
+    thp = _thp_mode()
+    huge = huge_page_weights(args.use_mmap, thp, _glibc(), args.n_gpu_layers)
+    if huge and thp == "madvise":
+        env = reexec_env(os.environ)
+        if env is not None:  # glibc reads its tunables only when a process starts
+            module = ["-m", "modelrunner.engines.llamacpp.main"]
+            os.execve(sys.executable, [sys.executable, *module, *_argv(argv)], env)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     from modelrunner.engines.llamacpp.engine import Engine, EngineConfig
     from modelrunner.engines.llamacpp.model import quiet_llama
@@ -75,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rope_freq_base=args.rope_freq_base,
         rope_freq_scale=args.rope_freq_scale,
         seed=args.seed,
-        use_mmap=args.use_mmap,
+        use_mmap=not huge if args.use_mmap is None else args.use_mmap,
         use_mlock=args.use_mlock,
         type_k=args.type_k,
         type_v=args.type_v,
@@ -86,8 +102,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"cannot load {args.model}: {exc}", file=sys.stderr)
         return 1
+    logging.getLogger("modelrunner.llamacpp").info("weights: %s", _weights_note(config.use_mmap))
     serve(args.host, args.port, engine, args.handoff)
     return 0
+
+
+def _argv(argv: Sequence[str] | None) -> list[str]:
+    return list(sys.argv[1:] if argv is None else argv)
+
+
+def _thp_mode() -> str | None:
+    try:
+        return thp_mode(Path(THP_SETTING).read_text())
+    except OSError:
+        return None
+
+
+def _weights_note(use_mmap: bool) -> str:
+    if use_mmap:
+        return "memory-mapped from the file"
+    try:
+        huge = huge_page_kib(Path("/proc/self/smaps_rollup").read_text())
+    except OSError:
+        huge = 0
+    return f"in memory, {huge // 1024} MiB of the process in transparent huge pages"
+
+
+def _glibc() -> bool:
+    return platform.libc_ver()[0] == "glibc"
 
 
 if __name__ == "__main__":

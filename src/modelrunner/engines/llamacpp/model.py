@@ -31,6 +31,16 @@ def quiet_llama(verbose: bool) -> None:
     logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
+def load_mode(use_mmap: bool, use_mlock: bool) -> int:
+    """llama.cpp's ``load_mode`` for the ``use_mmap`` and ``use_mlock`` flags.
+
+    llama.cpp replaced its two booleans with this one enum; llama-cpp-python's struct has
+    no ``use_mmap`` field any more, so setting one is silently ignored by ctypes."""
+    if use_mmap:
+        return C.LLAMA_LOAD_MODE_MMAP_MLOCK if use_mlock else C.LLAMA_LOAD_MODE_MMAP
+    return C.LLAMA_LOAD_MODE_MLOCK if use_mlock else C.LLAMA_LOAD_MODE_NONE
+
+
 class Model:
     """The weights, loaded once; every context of the process shares them."""
 
@@ -40,8 +50,7 @@ class Model:
         C.llama_backend_init()
         params = C.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
-        params.use_mmap = use_mmap
-        params.use_mlock = use_mlock
+        params.load_mode = load_mode(use_mmap, use_mlock)
         ptr = C.llama_model_load_from_file(path.encode(), params)
         if not ptr:
             raise OSError(f"llama.cpp could not load {path}")
