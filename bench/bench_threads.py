@@ -61,6 +61,7 @@ from bench_llamacpp_engine import (
     stop,
     together,
 )
+from modelrunner.engines.llamacpp.huge_pages import huge_page_kib
 from modelrunner.engines.ports import free_port
 
 SLOTS = 4
@@ -105,6 +106,13 @@ def p99(values: list[float]) -> float:
 
 def gaps(streams: list[Stream]) -> list[float]:
     return [g for s in streams for _, g in s.gaps()]
+
+
+def huge_page_mib(server: Server) -> int:
+    """The server process's memory in transparent huge pages (the engine's weights)."""
+    assert server.process is not None
+    rollup = Path(f"/proc/{server.process.pid}/smaps_rollup").read_text()
+    return huge_page_kib(rollup) // 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -205,6 +213,9 @@ def sweep(gguf: Path, llama_server: str, threads: int | None, rounds: int) -> Ru
         servers["mr serve"] = (Server("mr serve", url, None, True), pid)
         for server, _ in servers.values():
             run_stream(server, STORY)  # warm-up
+        print(f"\nthreads {threads or 'default'}: memory in transparent huge pages: " + ", ".join(
+            f"{name} {huge_page_mib(server)} MiB" for name, (server, _) in servers.items()
+            if server.process is not None), flush=True)  # fmt: skip
         runs: Runs = {name: {} for name in servers}
         for round_ in range(rounds):
             cpu, relayed = 0.0, 0
