@@ -7,6 +7,8 @@ and 2048 tokens per slot, and all three stay up (idle between measurements):
   1 ...       one 64-token chat stream: tokens/s after the first, first token, p99 gap
   4 ...       4 concurrent streams: combined tokens/s, p99 inter-token gap
   16 tok/s    16 concurrent streams on the 4 slots: combined tokens/s
+  huge pages  each server's memory in transparent huge pages, printed once per setting
+              (the engine reads its weights into them, llama-server maps the GGUF)
   mr CPU      CPU time of the `mr serve` process per token streamed through it (/proc);
               the engine writes the tokens itself (the hand-off), so this is what the
               requests cost mr, spread over their tokens
