@@ -45,8 +45,6 @@ def huge_page_weights(use_mmap: bool | None, thp: str | None, glibc: bool, gpu_l
     the host copy cold, so there the file mapping (llama.cpp's own choice) stays."""
     if use_mmap or gpu_layers != 0:
         return False
-    if use_mmap is None and thp not in ("always", "madvise"):
-        return False
     # "always": every large anonymous region gets them; "madvise": glibc must ask.
     return thp == "always" or (thp == "madvise" and glibc)
 
