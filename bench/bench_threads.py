@@ -63,7 +63,7 @@ from bench_llamacpp_engine import (
     stop,
     together,
 )
-from modelrunner.engines.llamacpp.huge_pages import huge_page_kib
+from modelrunner.engines.llamacpp.huge_pages import process_huge_page_kib
 from modelrunner.engines.ports import free_port
 
 SLOTS = 4
@@ -113,8 +113,7 @@ def gaps(streams: list[Stream]) -> list[float]:
 def huge_page_mib(server: Server) -> int:
     """The server process's memory in transparent huge pages (the engine's weights)."""
     assert server.process is not None
-    rollup = Path(f"/proc/{server.process.pid}/smaps_rollup").read_text()
-    return huge_page_kib(rollup) // 1024
+    return process_huge_page_kib(server.process.pid) // 1024
 
 
 def cpu_seconds(pid: int) -> float:

@@ -14,13 +14,17 @@ glibc asks for its large allocations (ggml's weight buffer is one) under the tun
 ``glibc.malloc.hugetlb=1``, which glibc reads only when a process starts, so the engine
 starts itself again with it (``reexec_env``).
 
-Deciding here (pure); the engine's ``main`` does the reading and the exec.
+Deciding here (pure functions, table-tested), beside the three readings they decide from
+(``host_thp_mode``, ``has_glibc``, ``process_huge_page_kib``); the engine's ``main`` does
+the exec.
 """
 
 from __future__ import annotations
 
+import platform
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 THP_SETTING: Final = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -63,3 +67,21 @@ def huge_page_kib(smaps_rollup: str) -> int:
     """The process's memory in transparent huge pages (KiB), from /proc/PID/smaps_rollup."""
     found = re.search(r"^AnonHugePages:\s+(\d+) kB", smaps_rollup, re.MULTILINE)
     return int(found.group(1)) if found else 0
+
+
+# -- the readings ------------------------------------------------------------------------
+def host_thp_mode() -> str | None:
+    """This host's THP mode (``thp_mode``), None where the kernel has no THP."""
+    try:
+        return thp_mode(Path(THP_SETTING).read_text())
+    except OSError:
+        return None
+
+
+def has_glibc() -> bool:
+    return platform.libc_ver()[0] == "glibc"
+
+
+def process_huge_page_kib(pid: int | str = "self") -> int:
+    """A process's memory in transparent huge pages (KiB); OSError if it cannot be read."""
+    return huge_page_kib(Path(f"/proc/{pid}/smaps_rollup").read_text())

@@ -9,17 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from modelrunner.engines.llamacpp.huge_pages import (
-    THP_SETTING,
-    huge_page_kib,
+    has_glibc,
+    host_thp_mode,
     huge_page_weights,
+    process_huge_page_kib,
     reexec_env,
-    thp_mode,
 )
 from modelrunner.engines.llamacpp.launch import default_threads
 from modelrunner.engines.serving import parse_bool
@@ -63,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_queue < 0:
         print(f"--max_queue must be 0 or more, got {args.max_queue}", file=sys.stderr)
         return 2
-    thp = _thp_mode()
-    huge = huge_page_weights(args.use_mmap, thp, _glibc(), args.n_gpu_layers)
+    thp = host_thp_mode()
+    huge = huge_page_weights(args.use_mmap, thp, has_glibc(), args.n_gpu_layers)
     if huge and thp == "madvise":
         env = reexec_env(os.environ)
         if env is not None:  # glibc reads its tunables only when a process starts
@@ -111,25 +109,14 @@ def _argv(argv: Sequence[str] | None) -> list[str]:
     return list(sys.argv[1:] if argv is None else argv)
 
 
-def _thp_mode() -> str | None:
-    try:
-        return thp_mode(Path(THP_SETTING).read_text())
-    except OSError:
-        return None
-
-
 def _weights_note(use_mmap: bool) -> str:
     if use_mmap:
         return "memory-mapped from the file"
     try:
-        huge = huge_page_kib(Path("/proc/self/smaps_rollup").read_text())
+        huge = process_huge_page_kib()
     except OSError:
         huge = 0
     return f"in memory, {huge // 1024} MiB of the process in transparent huge pages"
-
-
-def _glibc() -> bool:
-    return platform.libc_ver()[0] == "glibc"
 
 
 if __name__ == "__main__":

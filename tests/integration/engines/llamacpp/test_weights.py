@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ import pytest
 
 from modelrunner import engines
 from modelrunner.engines.llamacpp.huge_pages import (
-    THP_SETTING,
-    huge_page_kib,
+    has_glibc,
+    host_thp_mode,
     huge_page_weights,
-    thp_mode,
+    process_huge_page_kib,
 )
 from modelrunner.engines.process import EngineProcess
 from modelrunner.model_files import ModelFiles
@@ -60,14 +59,8 @@ def _maps_file(instance: EngineProcess, path: Path) -> bool:
 
 
 def _huge_kib(instance: EngineProcess) -> int:
-    return huge_page_kib(Path(f"/proc/{instance.pid}/smaps_rollup").read_text())
-
-
-def _host_thp() -> str | None:
-    try:
-        return thp_mode(Path(THP_SETTING).read_text())
-    except OSError:
-        return None
+    assert instance.pid is not None
+    return process_huge_page_kib(instance.pid)
 
 
 def test_use_mmap_decides_whether_the_gguf_is_mapped(
@@ -80,7 +73,7 @@ def test_use_mmap_decides_whether_the_gguf_is_mapped(
 def test_by_default_the_weights_are_in_huge_pages_where_the_host_has_them(
     instances: dict[str, EngineProcess], smollm2_gguf: Path
 ) -> None:
-    expected = huge_page_weights(None, _host_thp(), platform.libc_ver()[0] == "glibc", 0)
+    expected = huge_page_weights(None, host_thp_mode(), has_glibc(), 0)
     default = instances["default"]
     assert _maps_file(default, smollm2_gguf) is not expected
     if expected:  # the weights (the GGUF, less its header) at least
